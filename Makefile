@@ -1,0 +1,41 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each bootstraps its own virtual environment in .venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# A CPU wheel of torch may lie on local disk; pip looks there first when it exists.
+WHEELS := $(wildcard /opt/wheels)
+PIPFLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.base:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIPFLAGS) --upgrade pip
+	touch $@
+
+$(VENV)/.demo: $(VENV)/.base pyproject.toml
+	$(PIP) install $(PIPFLAGS) -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base pyproject.toml
+	$(PIP) install $(PIPFLAGS) -e '.[test]'
+	touch $@ $(VENV)/.demo
+
+demo: $(VENV)/.demo
+	$(VENV)/bin/pointwise explain
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.test
+	$(PIP) install $(PIPFLAGS) ruff mypy
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.test
+	$(PY) benchmarks/bench_conv.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

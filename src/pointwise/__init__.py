@@ -1,0 +1,30 @@
+"""pointwise: the 1×1 (pointwise) convolution, exact and fast, and tools to see into it.
+
+The core needs only NumPy; importing :mod:`pointwise` never imports torch.
+
+>>> import pointwise as pw
+>>> pw.conv1x1([[[1, 2], [3, 4]]], [[1], [2]], layout="HWC").tolist()
+[[[5], [11]]]
+"""
+
+from pointwise._version import __version__
+from pointwise.conv import conv1x1, conv1x1_backward
+from pointwise.cost import Cost, conv_cost
+#EXPLAIN
+from pointwise.layout import ACTIVATIONS, LAYOUTS, output_size
+
+cost = conv_cost
+
+__all__ = [
+    "ACTIVATIONS",
+    "LAYOUTS",
+    "Cost",
+    "Trace",
+    "__version__",
+    "conv1x1",
+    "conv1x1_backward",
+    "conv_cost",
+    "cost",
+    "explain",
+    "output_size",
+]

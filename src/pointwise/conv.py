@@ -1,0 +1,412 @@
+"""The 1×1 convolution on NumPy: forward and backward, as GEMMs on views of the data.
+
+    y[n, i, j, f] = act( b[f] + Σ_c x[n, i·s − p, j·s − p, c] · w[c, f] )
+
+Pixels that fall in the zero padding give ``act(b[f])``; with groups, channel group g of the
+input feeds only output group g. Shapes use one alphabet: N, C (in), F (out), H, W, G
+(groups), M = rows of a channels-last block, P = pixels of a channels-first block.
+
+How the work is laid out (DESIGN.md, "Performance design"):
+
+* channels-last, contiguous: one GEMM ``(M, C) @ (C, F)`` on the ``(N·H·W, C)`` view, no copy;
+* channels-first, contiguous: ``W (F, C) @ X_n (C, H·W)`` per image, no copy;
+* with an epilogue (bias, activation) the GEMM runs on cache-sized blocks of the output and
+  each block is biased and activated while it is still in cache;
+* stride, padding, non-contiguous inputs and half types go block by block through a small
+  gather buffer: the only extra memory is about one block;
+* padding: the interior is computed into its view of the output; the border is filled with
+  ``act(bias)`` once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from pointwise import activations
+from pointwise.layout import Problem, check_backward, check_forward, check_out
+
+__all__ = ["conv1x1", "conv1x1_backward"]
+
+# Target size of one block (input rows + output rows) for the fused epilogue. Small enough that
+# the block is still in L2 when the epilogue touches it; large enough that each GEMM keeps both
+# cores busy. Chosen by measurement: benchmarks/bench_block.py.
+BLOCK_BYTES = 1 << 20
+MIN_BLOCK_ROWS = 64
+
+# NaN and Inf propagate as IEEE arithmetic says, silently, as in PyTorch: inf · 0 is NaN.
+def _ieee() -> np.errstate:
+    return np.errstate(invalid="ignore", over="ignore")
+
+
+def conv1x1(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    *,
+    layout: str = "NHWC",
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    groups: int = 1,
+    activation: str | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """1×1 convolution: a matrix product over channels at every pixel.
+
+    ``y[n, i, j, f] = act(b[f] + Σ_c x[n, i·s − p, j·s − p, c] · w[c, f])``
+
+    Args:
+        x: input; (N, H, W, C) for ``NHWC``, (H, W, C) for ``HWC``, (N, C, H, W) for ``NCHW``,
+            (C, H, W) for ``CHW``. Lists and integer arrays are accepted; integers compute
+            exactly.
+        weight: (1, 1, C/G, F) HWIO or (C/G, F) for channels-last layouts; (F, C/G, 1, 1) OIHW
+            or (F, C/G) for channels-first ones: each layout takes its framework's convention.
+        bias: (F,) or None.
+        layout: ``"NHWC"`` (default, as TensorFlow), ``"HWC"``, ``"NCHW"`` (as PyTorch), ``"CHW"``.
+        stride: int or (h, w) pair, >= 1.
+        padding: int or (h, w) pair, >= 0. Padded pixels give ``activation(bias)`` (0 without
+            bias).
+        groups: splits C and F into G groups; group g of the input feeds output group g only.
+        activation: None, ``"relu"``, ``"relu6"``, ``"silu"`` or ``"hardswish"``, fused.
+        out: optional preallocated result of the exact output shape and dtype.
+
+    Shape:
+        Output has F channels and, per spatial axis, ``(H + 2·padding − 1) // stride + 1``
+        pixels, in the layout of ``x``.
+
+    Dtypes:
+        float16, bfloat16 (ml_dtypes), float32 and float64 keep their dtype; half types
+        accumulate in float32. Integer inputs give an exact integer result. Different float
+        dtypes for x, weight and bias raise ``TypeError``, as in PyTorch.
+
+    Examples:
+        The tutorial's worked example, (3, 3, 2) input and a 2→1 filter:
+
+        >>> import pointwise as pw
+        >>> x = [[[1, 2], [3, 4], [5, 6]], [[7, 8], [9, 10], [11, 12]],
+        ...      [[13, 14], [15, 16], [17, 18]]]
+        >>> pw.conv1x1(x, [[[[1], [2]]]], layout="HWC")[..., 0]
+        array([[ 5, 11, 17],
+               [23, 29, 35],
+               [41, 47, 53]])
+    """
+    p = check_forward(
+        x, weight, bias, layout=layout, stride=stride, padding=padding, groups=groups,
+        activation=activation,
+    )
+    if out is None:
+        y = np.empty(p.out_shape, p.dtype)
+    else:
+        y = check_out(out, p, (p.x, p.w, p.bias))
+    with _ieee():
+        _forward(p, y if p.batched else y[None])
+    return y
+
+
+def _forward(p: Problem, y4: np.ndarray) -> None:
+    """Compute the conv of ``p`` into the canonical 4-D ``y4`` (any dtype, any strides)."""
+    _fill_border(p, y4)
+    xi, yi = _interior(p, p.x, y4)
+    if xi.size == 0 or yi.size == 0:
+        if yi.size:  # C == 0: the sum over channels is empty, so the interior is act(bias)
+            yi[...] = _border_value(p, broadcast=True)
+        return
+    cd = p.compute_dtype
+    wg = _grouped_weight(p, cd)
+    b = None if p.bias is None else p.bias.astype(cd)
+    if p.channels_last:
+        _forward_channels_last(p, xi, yi, wg, b)
+    else:
+        _forward_channels_first(p, xi, yi, wg, b)
+
+
+def _pixels(p: Problem, a4: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """A view of the pixels ``rows × cols`` of a canonical 4-D array."""
+    return a4[:, rows, cols, :] if p.channels_last else a4[:, :, rows, cols]
+
+
+def _interior(p: Problem, x4: np.ndarray, y4: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The input pixels that are read, and the output pixels they produce (views).
+
+    Both have the same pixel grid: (N, Hi, Wi, ·) channels-last or (N, ·, Hi, Wi) first.
+    """
+    xi = _pixels(p, x4, p.rows.in_slice(), p.cols.in_slice())
+    return xi, _pixels(p, y4, p.rows.out_slice(), p.cols.out_slice())
+
+
+def _border_value(p: Problem, broadcast: bool = False) -> np.ndarray:
+    """act(bias) per output channel (zeros without bias), shaped to broadcast over pixels."""
+    v = np.zeros(p.f, p.compute_dtype) if p.bias is None else p.bias.astype(p.compute_dtype)
+    activations.apply_(v, p.activation)
+    return v if p.channels_last or not broadcast else v[:, None, None]
+
+
+def _fill_border(p: Problem, y4: np.ndarray) -> None:
+    if p.rows.full and p.cols.full:
+        return
+    v = _border_value(p, broadcast=True)
+    r, c = p.rows, p.cols
+    rs = slice(r.lo, r.lo + r.count)
+    if p.channels_last:
+        y4[:, : r.lo] = v  # top rows (N, lo, Wo, F)
+        y4[:, r.lo + r.count :] = v
+        y4[:, rs, : c.lo] = v
+        y4[:, rs, c.lo + c.count :] = v
+    else:
+        y4[:, :, : r.lo] = v  # top rows (N, F, lo, Wo)
+        y4[:, :, r.lo + r.count :] = v
+        y4[:, :, rs, : c.lo] = v
+        y4[:, :, rs, c.lo + c.count :] = v
+
+
+def _grouped_weight(p: Problem, dtype: np.dtype) -> np.ndarray:
+    """The weight per group, contiguous: (G, C/G, F/G) channels-last, (G, F/G, C/G) first."""
+    g = p.groups
+    w = p.w.astype(dtype, copy=False)
+    if p.channels_last:
+        cg, f = w.shape
+        return np.ascontiguousarray(w.reshape(cg, g, f // g).transpose(1, 0, 2))  # (G, Cg, Fg)
+    f, cg = w.shape
+    return np.ascontiguousarray(w.reshape(g, f // g, cg))  # (G, Fg, Cg)
+
+
+def _view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``a`` reshaped without copying, or None when that needs a copy."""
+    try:
+        return a.reshape(shape, copy=False)
+    except ValueError:
+        return None
+
+
+def _block_rows(c: int, f: int, itemsize: int) -> int:
+    return max(MIN_BLOCK_ROWS, BLOCK_BYTES // max(1, (c + f) * itemsize))
+
+
+# --------------------------------------------------------------------------- channels-last
+def _gemm_rows(xb: np.ndarray, wg: np.ndarray, yb: np.ndarray) -> None:
+    """yb (M, F) = xb (M, C) @ W, per group."""
+    g, cg, fg = wg.shape
+    m = xb.shape[0]
+    if g == 1:
+        np.matmul(xb, wg[0], out=yb)  # (M, C) @ (C, F) -> (M, F)
+        return
+    xg = xb.reshape(m, g, cg).transpose(1, 0, 2)  # (G, M, Cg)
+    yg = yb.reshape(m, g, fg).transpose(1, 0, 2)  # (G, M, Fg)
+    np.matmul(xg, wg, out=yg)  # (G, M, Cg) @ (G, Cg, Fg) -> (G, M, Fg)
+
+
+def _epilogue_rows(yb: np.ndarray, b: np.ndarray | None, act: str | None) -> None:
+    if b is not None:
+        yb += b  # (M, F) + (F,)
+    activations.apply_(yb, act)
+
+
+def _forward_channels_last(
+    p: Problem, xi: np.ndarray, yi: np.ndarray, wg: np.ndarray, b: np.ndarray | None
+) -> None:
+    cd = p.compute_dtype
+    n, hi, wi, c = xi.shape
+    f = yi.shape[3]
+    fused = b is not None or p.activation is not None
+    rows = _block_rows(c, f, cd.itemsize)
+    x2 = _view(xi, (n * hi * wi, c)) if xi.dtype == cd else None  # (M, C)
+    y2 = _view(yi, (n * hi * wi, f)) if yi.dtype == cd else None  # (M, F)
+    if x2 is not None and y2 is not None:
+        # Fast path: zero-copy views. One GEMM, or one GEMM per cache-sized block when fused.
+        step = rows if fused else x2.shape[0]
+        for r0 in range(0, x2.shape[0], step):
+            yb = y2[r0 : r0 + step]
+            _gemm_rows(x2[r0 : r0 + step], wg, yb)
+            _epilogue_rows(yb, b, p.activation)
+        return
+    # General path: gather a block of whole output rows (stride, odd strides, dtype cast),
+    # compute it, then write it into its place in the output.
+    hb = max(1, rows // max(1, wi))
+    scratch = np.empty((min(hb, hi) * wi, f), cd)  # (hb·Wi, F): the one working block
+    for i in range(n):
+        for h0 in range(0, hi, hb):
+            xs = xi[i, h0 : h0 + hb]  # (hb, Wi, C), strided view
+            xb = np.asarray(xs, dtype=cd, order="C").reshape(-1, c)  # (hb·Wi, C)
+            ys = yi[i, h0 : h0 + hb]  # (hb, Wi, F)
+            direct = _view(ys, (xb.shape[0], f)) if ys.dtype == cd else None
+            tb = direct if direct is not None else scratch[: xb.shape[0]]
+            _gemm_rows(xb, wg, tb)
+            _epilogue_rows(tb, b, p.activation)
+            if direct is None:
+                ys[...] = tb.reshape(ys.shape)  # (hb·Wi, F) -> (hb, Wi, F)
+
+
+# -------------------------------------------------------------------------- channels-first
+def _gemm_cols(wg: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> None:
+    """yb (F, P) = W @ xb (C, P), per group."""
+    g, fg, cg = wg.shape
+    if g == 1:
+        np.matmul(wg[0], xb, out=yb)  # (F, C) @ (C, P) -> (F, P)
+        return
+    pcols = xb.shape[1]
+    # (G, Fg, Cg) @ (G, Cg, P) -> (G, Fg, P)
+    np.matmul(wg, xb.reshape(g, cg, pcols), out=yb.reshape(g, fg, pcols))
+
+
+def _epilogue_cols(yb: np.ndarray, b: np.ndarray | None, act: str | None) -> None:
+    if b is not None:
+        yb += b[:, None]  # (F, P) + (F, 1)
+    activations.apply_(yb, act)
+
+
+def _forward_channels_first(
+    p: Problem, xi: np.ndarray, yi: np.ndarray, wg: np.ndarray, b: np.ndarray | None
+) -> None:
+    cd = p.compute_dtype
+    n, c, hi, wi = xi.shape
+    f = yi.shape[1]
+    fused = b is not None or p.activation is not None
+    cols = _block_rows(c, f, cd.itemsize)
+    for i in range(n):
+        x2 = _view(xi[i], (c, hi * wi)) if xi.dtype == cd else None  # (C, P)
+        y2 = _view(yi[i], (f, hi * wi)) if yi.dtype == cd else None  # (F, P)
+        if x2 is not None and y2 is not None:
+            step = cols if fused else x2.shape[1]
+            for j0 in range(0, x2.shape[1], step):
+                yb = y2[:, j0 : j0 + step]  # (F, Pb), row stride P
+                _gemm_cols(wg, x2[:, j0 : j0 + step], yb)
+                _epilogue_cols(yb, b, p.activation)
+            continue
+        hb = max(1, cols // max(1, wi))
+        for h0 in range(0, hi, hb):
+            xs = xi[i, :, h0 : h0 + hb]  # (C, hb, Wi), strided view
+            xb = np.asarray(xs, dtype=cd, order="C").reshape(c, -1)  # (C, hb·Wi)
+            tb = np.empty((f, xb.shape[1]), cd)  # (F, hb·Wi): the one working block
+            _gemm_cols(wg, xb, tb)
+            _epilogue_cols(tb, b, p.activation)
+            yi[i, :, h0 : h0 + hb] = tb.reshape(f, -1, wi)  # (F, hb·Wi) -> (F, hb, Wi)
+
+
+# -------------------------------------------------------------------------------- backward
+def conv1x1_backward(
+    grad_out: Any,
+    x: Any,
+    weight: Any,
+    *,
+    bias: Any = None,
+    layout: str = "NHWC",
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    groups: int = 1,
+    has_bias: bool = True,
+    activation: str | None = None,
+    y: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of :func:`conv1x1` with respect to x, weight and bias.
+
+    With ``z`` the pre-activation and ``gz = grad_out · act'(z)``:
+    ``grad_x = gz · Wᵀ`` (scattered back to the pixels that were read), ``grad_w = Xᵀ · gz``
+    and ``grad_b = Σ gz`` over every output pixel, the padded border included.
+
+    Args:
+        grad_out: gradient of the loss with respect to the output, shaped like the output.
+        x, weight: the forward's inputs, in the same ``layout`` and options.
+        bias: the forward's bias. Needed only to recompute the pre-activation when
+            ``activation`` is ``"silu"`` or ``"hardswish"``, or ``"relu"``/``"relu6"``
+            without ``y``.
+        has_bias: whether the forward had a bias, i.e. whether to return ``grad_bias``.
+        activation: the forward's activation.
+        y: the forward's output. With relu/relu6 it gives ``act'`` without recomputing.
+
+    Returns:
+        ``(grad_x, grad_weight, grad_bias)`` shaped like x, weight and bias, in the forward's
+        result dtype; ``grad_bias`` is None when ``has_bias`` is False.
+
+    Examples:
+        >>> import numpy as np, pointwise as pw
+        >>> x = np.arange(6.0).reshape(1, 1, 3, 2)           # NHWC: 3 pixels, 2 channels
+        >>> gx, gw, gb = pw.conv1x1_backward(np.ones((1, 1, 3, 1)), x, [[1.0], [2.0]])
+        >>> gx[0, 0].tolist(), gw.tolist(), gb.tolist()
+        ([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]], [[6.0], [9.0]], [3.0])
+    """
+    p = check_forward(
+        x, weight, bias, layout=layout, stride=stride, padding=padding, groups=groups,
+        activation=activation,
+    )
+    g, ya = check_backward(grad_out, p, y)
+    if bias is not None and not has_bias:
+        raise ValueError("expected has_bias=True when a bias is passed, but got has_bias=False")
+    with _ieee():
+        return _backward(p, g, ya, has_bias)
+
+
+def _backward(
+    p: Problem, g: np.ndarray, ya: np.ndarray | None, has_bias: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    cd = p.compute_dtype
+    gz = _grad_preactivation(p, g if p.batched else g[None], ya, has_bias)  # output-shaped
+    if p.channels_last:
+        gb = gz.sum(axis=(0, 1, 2)) if has_bias else None  # (F,)
+    else:
+        gb = gz.sum(axis=(0, 2, 3)) if has_bias else None  # (F,)
+    xi, gzi = _interior(p, p.x, gz)
+    wg = _grouped_weight(p, cd)
+    gx4 = np.zeros(p.x.shape, p.dtype)  # pixels skipped by the stride get no gradient
+    gxi = _pixels(p, gx4, p.rows.in_slice(), p.cols.in_slice())  # the pixels that were read
+    if p.channels_last:
+        gw = _backward_channels_last(p, xi, gzi, wg, gxi)
+    else:
+        gw = _backward_channels_first(p, xi, gzi, wg, gxi)
+    grad_x = gx4 if p.batched else gx4[0]
+    grad_w = gw.astype(p.dtype).reshape(p.weight_shape)
+    grad_b = None if gb is None else gb.astype(p.dtype)
+    return grad_x, grad_w, grad_b
+
+
+def _grad_preactivation(
+    p: Problem, g4: np.ndarray, ya: np.ndarray | None, has_bias: bool
+) -> np.ndarray:
+    """grad_out · act'(z), in the compute dtype, shaped like the canonical output."""
+    cd = p.compute_dtype
+    act = p.activation
+    if act is None:
+        return np.asarray(g4, dtype=cd)
+    if act in ("relu", "relu6") and ya is not None:
+        y4 = ya if p.batched else ya[None]
+        return g4.astype(cd) * activations.grad_mask_from_output(y4.astype(cd), act)
+    if has_bias and p.bias is None:
+        raise ValueError(
+            f"expected bias= (the forward's bias) to recompute the pre-activation of "
+            f"activation={act!r}, but got None; pass bias=..., or y=... for relu/relu6, "
+            f"or has_bias=False if the forward had none"
+        )
+    z4 = np.empty(p.out_shape4, cd)
+    _forward(dataclasses.replace(p, activation=None), z4)
+    return g4.astype(cd) * activations.derivative(z4, act)
+
+
+def _backward_channels_last(
+    p: Problem, xi: np.ndarray, gzi: np.ndarray, wg: np.ndarray, gxi: np.ndarray
+) -> np.ndarray:
+    g, cg, fg = wg.shape
+    n, hi, wi, c = xi.shape
+    m = n * hi * wi
+    x2 = np.asarray(xi, dtype=p.compute_dtype, order="C").reshape(m, c)  # (M, C); gathers stride
+    gz2 = np.ascontiguousarray(gzi).reshape(m, g * fg)  # (M, F)
+    gzg = gz2.reshape(m, g, fg).transpose(1, 0, 2)  # (G, M, Fg)
+    xg = x2.reshape(m, g, cg).transpose(1, 2, 0)  # (G, Cg, M)
+    gw = np.matmul(xg, gzg)  # (G, Cg, M) @ (G, M, Fg) -> (G, Cg, Fg)
+    gx = np.matmul(gzg, wg.transpose(0, 2, 1))  # (G, M, Fg) @ (G, Fg, Cg) -> (G, M, Cg)
+    gxi[...] = gx.transpose(1, 0, 2).reshape(n, hi, wi, c)  # (G, M, Cg) -> (N, Hi, Wi, C)
+    return gw.transpose(1, 0, 2).reshape(cg, g * fg)  # (G, Cg, Fg) -> (Cg, F)
+
+
+def _backward_channels_first(
+    p: Problem, xi: np.ndarray, gzi: np.ndarray, wg: np.ndarray, gxi: np.ndarray
+) -> np.ndarray:
+    g, fg, cg = wg.shape
+    n, c, hi, wi = xi.shape
+    pix = hi * wi
+    x3 = np.asarray(xi, dtype=p.compute_dtype, order="C").reshape(n, g, cg, pix)  # (N,G,Cg,P)
+    gz3 = np.ascontiguousarray(gzi).reshape(n, g, fg, pix)  # (N, G, Fg, P)
+    gw = np.matmul(gz3, x3.swapaxes(-1, -2)).sum(axis=0)  # (N,G,Fg,P)@(N,G,P,Cg) -> (G,Fg,Cg)
+    gx = np.matmul(wg.transpose(0, 2, 1), gz3)  # (G, Cg, Fg) @ (N, G, Fg, P) -> (N, G, Cg, P)
+    gxi[...] = gx.reshape(n, c, hi, wi)  # (N, G, Cg, P) -> (N, C, Hi, Wi)
+    return gw.reshape(g * fg, cg)  # (G, Fg, Cg) -> (F, Cg)

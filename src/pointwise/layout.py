@@ -1,0 +1,392 @@
+"""Layout conventions and argument checks: every argument is checked once, here.
+
+A layout names the axis order of ``x`` and, with it, the weight format of the framework that
+uses that order (DESIGN.md, "Layouts and weight formats"):
+
+=======  ==============  =========================  ==================  ==========
+layout   x               weight (4-D)               weight (2-D)        convention
+=======  ==============  =========================  ==================  ==========
+NHWC     (N, H, W, C)    (1, 1, C/G, F)  HWIO       (C/G, F)            TensorFlow
+HWC      (H, W, C)       (1, 1, C/G, F)  HWIO       (C/G, F)            the tutorial
+NCHW     (N, C, H, W)    (F, C/G, 1, 1)  OIHW       (F, C/G)            PyTorch
+CHW      (C, H, W)       (F, C/G, 1, 1)  OIHW       (F, C/G)            PyTorch
+=======  ==============  =========================  ==================  ==========
+
+Everything past this module sees a :class:`Problem`: ``x`` as a 4-D batched view in its
+layout's axis order, the weight as a 2-D matrix, and every size already validated. Messages
+follow "expected X, but got Y", name every shape involved and, where one exists, the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ACTIVATIONS", "LAYOUTS", "Geometry", "Problem", "check_backward", "check_forward", "output_size"]
+
+#: layout -> (channels_last, batched)
+LAYOUTS: dict[str, tuple[bool, bool]] = {
+    "NHWC": (True, True),
+    "HWC": (True, False),
+    "NCHW": (False, True),
+    "CHW": (False, False),
+}
+
+#: Activations that the operator can fuse; pointwise.activations implements each one.
+ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "silu", "hardswish")
+
+# Half types are stored as themselves but accumulate in float32.
+_HALF = ("float16", "bfloat16")
+
+
+def output_size(size: int, padding: int, stride: int) -> int:
+    """Output length of one spatial axis of a 1×1 conv: ``(size + 2·padding − 1) // stride + 1``."""
+    return (size + 2 * padding - 1) // stride + 1
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the output's interior (the pixels that see real input) lies, per spatial axis.
+
+    Output index ``o`` reads input index ``o·s − p``; it is interior when that index is inside
+    ``[0, size)``. Interior outputs form the contiguous range ``[lo, lo + count)`` and read the
+    inputs ``start, start + s, …``.
+    """
+
+    out: int
+    lo: int
+    count: int
+    start: int
+    stride: int
+
+    @classmethod
+    def of(cls, size: int, padding: int, stride: int) -> Geometry:
+        out = output_size(size, padding, stride)
+        lo = -(-padding // stride)  # ceil(p / s): first o with o·s − p ≥ 0
+        hi = min(out, (size - 1 + padding) // stride + 1) if size > 0 else lo
+        count = max(0, hi - lo)
+        return cls(out=out, lo=lo, count=count, start=lo * stride - padding, stride=stride)
+
+    def in_slice(self) -> slice:
+        """The input positions that interior outputs read."""
+        if self.count == 0:
+            return slice(0, 0)
+        return slice(self.start, self.start + (self.count - 1) * self.stride + 1, self.stride)
+
+    def out_slice(self) -> slice:
+        return slice(self.lo, self.lo + self.count)
+
+    @property
+    def full(self) -> bool:
+        """True when every output pixel is interior (no padded border on this axis)."""
+        return self.count == self.out
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A validated 1×1 conv call, in canonical form.
+
+    ``x`` is 4-D: (N, H, W, C) when ``channels_last`` else (N, C, H, W); a view, never a copy.
+    ``w`` is the weight as a matrix: (C/G, F) when ``channels_last`` else (F, C/G).
+    """
+
+    x: np.ndarray
+    w: np.ndarray
+    bias: np.ndarray | None
+    layout: str
+    channels_last: bool
+    batched: bool
+    groups: int
+    activation: str | None
+    rows: Geometry
+    cols: Geometry
+    dtype: np.dtype  # result dtype
+    compute_dtype: np.dtype  # float32 for half types, else dtype
+    weight_shape: tuple[int, ...]
+    x_shape: tuple[int, ...]
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def c(self) -> int:
+        return int(self.x.shape[3] if self.channels_last else self.x.shape[1])
+
+    @property
+    def f(self) -> int:
+        return int(self.w.shape[1] if self.channels_last else self.w.shape[0])
+
+    @property
+    def out_shape4(self) -> tuple[int, int, int, int]:
+        """Output shape in canonical 4-D form."""
+        ho, wo = self.rows.out, self.cols.out
+        return (self.n, ho, wo, self.f) if self.channels_last else (self.n, self.f, ho, wo)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """Output shape in the caller's layout."""
+        return self.out_shape4 if self.batched else self.out_shape4[1:]
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + (",)" if len(shape) == 1 else ")")
+
+
+def as_array(value: Any, name: str) -> np.ndarray:
+    """Turn a list or array into a numeric ndarray, rejecting what cannot be convolved."""
+    try:
+        arr = np.asarray(value)
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"expected {name} to be a rectangular array, but got {e}") from None
+    kind = arr.dtype.kind
+    if kind in "iu":
+        return arr
+    if kind == "f" or arr.dtype.name == "bfloat16":
+        return arr
+    if kind == "b":
+        raise TypeError(
+            f"expected {name} to be a numeric array, but got dtype bool; "
+            f"convert it with {name}.astype(np.int64) or .astype(np.float32)"
+        )
+    raise TypeError(
+        f"expected {name} to be an integer or floating array, but got dtype {arr.dtype}"
+        f" (from {type(value).__name__})"
+    )
+
+
+def _pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
+    vals = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(vals) != 2:
+        raise ValueError(f"expected {name} to be an int or an (h, w) pair, but got {value!r}")
+    out = []
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"expected {name} to hold ints, but got {value!r}")
+        if v < minimum:
+            raise ValueError(f"expected {name} >= {minimum}, but got {name}={value!r}")
+        out.append(operator.index(v))
+    return out[0], out[1]
+
+
+def check_layout(layout: Any) -> tuple[bool, bool]:
+    if not isinstance(layout, str) or layout.upper() not in LAYOUTS:
+        raise ValueError(
+            f"expected layout to be one of {', '.join(map(repr, LAYOUTS))}, but got {layout!r}"
+        )
+    if layout != layout.upper():
+        raise ValueError(f"expected layout in upper case, but got {layout!r}; use {layout.upper()!r}")
+    return LAYOUTS[layout]
+
+
+def check_activation(activation: Any) -> str | None:
+    if activation is None or activation in ACTIVATIONS:
+        return activation
+    close = difflib.get_close_matches(str(activation).lower(), list(ACTIVATIONS), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"expected activation to be None or one of {', '.join(map(repr, ACTIVATIONS))}, "
+        f"but got {activation!r}{hint}"
+    )
+
+
+def _result_dtype(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.dtype:
+    """Integers stay exact; a float dtype wins, but two different float dtypes are an error."""
+    arrays = {"x": x, "weight": w} if b is None else {"x": x, "weight": w, "bias": b}
+    floats = {k: a.dtype for k, a in arrays.items() if a.dtype.kind not in "iu"}
+    if len(set(floats.values())) > 1:
+        what = ", ".join(f"{k} is {d}" for k, d in floats.items())
+        raise TypeError(
+            f"expected x, weight and bias to share one floating dtype, but got {what}; "
+            f"cast them to one dtype first, e.g. weight.astype(x.dtype)"
+        )
+    if floats:
+        return next(iter(floats.values()))
+    return np.result_type(*arrays.values())
+
+
+def _expected_weight(channels_last: bool, cg: int, ndim: int) -> str:
+    if channels_last:
+        return f"(1, 1, {cg}, F)" if ndim == 4 else f"({cg}, F)"
+    return f"(F, {cg}, 1, 1)" if ndim == 4 else f"(F, {cg})"
+
+
+def _check_weight(
+    w: np.ndarray, channels_last: bool, layout: str, x_shape: tuple[int, ...], c: int, groups: int
+) -> np.ndarray:
+    """Return the weight as a matrix, (C/G, F) channels-last or (F, C/G) channels-first."""
+    fmt = "HWIO (kh, kw, in/groups, out)" if channels_last else "OIHW (out, in/groups, kh, kw)"
+    ctx = f"weight of shape {_fmt(w.shape)} for x of shape {_fmt(x_shape)} in layout {layout!r}"
+    if w.ndim not in (2, 4):
+        hint = ""
+        if w.ndim == 3 and channels_last and w.shape[:2] == (1, 1):
+            hint = f"; a (1, 1, C) filter is one output channel: use weight.reshape(1, 1, {w.shape[2]}, 1)"
+        raise ValueError(
+            f"expected a 4-D {fmt} or 2-D weight, but got a {w.ndim}-D {ctx}{hint}"
+        )
+    if w.ndim == 4:
+        kernel = w.shape[:2] if channels_last else w.shape[2:]
+        other = w.shape[2:] if channels_last else w.shape[:2]
+        if kernel != (1, 1):
+            if other == (1, 1):
+                want = "HWIO (1, 1, C/G, F)" if channels_last else "OIHW (F, C/G, 1, 1)"
+                perm = "(2, 3, 1, 0)"
+                raise ValueError(
+                    f"expected {want} weights in layout {layout!r}, but got {ctx}, which looks like "
+                    f"{'OIHW' if channels_last else 'HWIO'}; use weight.transpose{perm}, or pass "
+                    f"layout={'NCHW' if channels_last else 'NHWC'!r}"
+                )
+            raise ValueError(
+                f"expected a 1×1 kernel, but got a {kernel[0]}×{kernel[1]} kernel in {ctx} "
+                f"({fmt}); pointwise computes 1×1 convolutions only"
+            )
+        mat = w[0, 0] if channels_last else w[:, :, 0, 0]
+    else:
+        mat = w
+    cg = c // groups
+    have = mat.shape[0] if channels_last else mat.shape[1]
+    if have != cg:
+        expected = _expected_weight(channels_last, cg, w.ndim)
+        per = f"{c} input channels" + (f" / {groups} groups" if groups > 1 else "")
+        msg = f"expected weight of shape {expected} ({per}), but got {ctx}"
+        # The tutorial's TensorFlow snippet swaps in/out channels: suggest the swap when it fits.
+        f_guess = mat.shape[1] if channels_last else mat.shape[0]
+        if f_guess == cg:
+            swapped = list(w.shape)
+            i, j = (-2, -1) if (channels_last or w.ndim == 2) else (0, 1)
+            swapped[i], swapped[j] = swapped[j], swapped[i]
+            msg += f"; did you mean shape {_fmt(tuple(swapped))}"
+            if w.size <= 8:
+                lit = np.swapaxes(w, i, j).tolist()
+                msg += f", i.e. {lit}"
+            msg += "? (the input-channel and output-channel axes look swapped)"
+        raise ValueError(msg)
+    f = mat.shape[1] if channels_last else mat.shape[0]
+    if groups > 1 and f % groups:
+        raise ValueError(
+            f"expected the {f} output channels of {ctx} to be divisible by groups={groups}, "
+            f"but {f} % {groups} = {f % groups}"
+        )
+    return mat
+
+
+def check_forward(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    *,
+    layout: Any = "NHWC",
+    stride: Any = 1,
+    padding: Any = 0,
+    groups: Any = 1,
+    activation: Any = None,
+) -> Problem:
+    """Validate a forward call and return it in canonical form."""
+    channels_last, batched = check_layout(layout)
+    act = check_activation(activation)
+    sh, sw = _pair(stride, "stride", 1)
+    ph, pw = _pair(padding, "padding", 0)
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
+        raise TypeError(f"expected groups to be an int, but got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"expected groups >= 1, but got groups={groups}")
+    groups = int(groups)
+
+    xa = as_array(x, "x")
+    wa = as_array(weight, "weight")
+    ndim = 4 if batched else 3
+    if xa.ndim != ndim:
+        hint = ""
+        if xa.ndim == 3 and batched:
+            hint = f"; for a single image use layout={layout[1:]!r}, or add a batch axis with x[None]"
+        elif xa.ndim == 4 and not batched:
+            hint = f"; for a batch use layout={'N' + layout!r}"
+        raise ValueError(
+            f"expected a {ndim}-D x {tuple(layout)} for layout {layout!r}, "
+            f"but got x of shape {_fmt(xa.shape)}{hint}"
+        )
+    x4 = xa if batched else xa[None]
+    c = int(x4.shape[3] if channels_last else x4.shape[1])
+    if c % groups:
+        raise ValueError(
+            f"expected the {c} input channels of x of shape {_fmt(xa.shape)} to be divisible by "
+            f"groups={groups}, but {c} % {groups} = {c % groups}"
+        )
+    w2 = _check_weight(wa, channels_last, layout, xa.shape, c, groups)
+    f = int(w2.shape[1] if channels_last else w2.shape[0])
+
+    ba = None
+    if bias is not None:
+        ba = as_array(bias, "bias")
+        if ba.shape != (f,):
+            raise ValueError(
+                f"expected bias of shape ({f},) to match weight of shape {_fmt(wa.shape)}, "
+                f"but got bias of shape {_fmt(ba.shape)}"
+            )
+    dtype = _result_dtype(xa, wa, ba)
+    if act in ("silu", "hardswish") and dtype.kind in "iu":
+        raise TypeError(
+            f"expected floating inputs for activation={act!r}, but got integer dtype {dtype}; "
+            f"cast x and weight with .astype(np.float32)"
+        )
+    compute = np.dtype(np.float32) if dtype.name in _HALF else dtype
+    h, w_ = (x4.shape[1], x4.shape[2]) if channels_last else (x4.shape[2], x4.shape[3])
+    return Problem(
+        x=x4,
+        w=w2,
+        bias=ba,
+        layout=layout,
+        channels_last=channels_last,
+        batched=batched,
+        groups=groups,
+        activation=act,
+        rows=Geometry.of(int(h), ph, sh),
+        cols=Geometry.of(int(w_), pw, sw),
+        dtype=dtype,
+        compute_dtype=compute,
+        weight_shape=tuple(wa.shape),
+        x_shape=tuple(xa.shape),
+    )
+
+
+def check_out(out: Any, p: Problem, inputs: tuple[np.ndarray | None, ...]) -> np.ndarray:
+    """Validate a preallocated result: exact shape and dtype, writeable, no overlap with inputs."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"expected out to be a numpy.ndarray, but got {type(out).__name__}")
+    if out.shape != p.out_shape or out.dtype != p.dtype:
+        raise ValueError(
+            f"expected out of shape {_fmt(p.out_shape)} and dtype {p.dtype}, "
+            f"but got shape {_fmt(out.shape)} and dtype {out.dtype}"
+        )
+    if not out.flags.writeable:
+        raise ValueError("expected a writeable out array, but got a read-only one")
+    for a in inputs:
+        if a is not None and np.may_share_memory(out, a):
+            raise ValueError(
+                "expected out not to overlap x, weight or bias, but it shares memory with one; "
+                "the result would overwrite inputs still being read"
+            )
+    return out
+
+
+def check_backward(grad_out: Any, p: Problem, y: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate the incoming gradient (and optional forward output) against the forward call."""
+    g = as_array(grad_out, "grad_out")
+    if g.shape != p.out_shape:
+        raise ValueError(
+            f"expected grad_out of shape {_fmt(p.out_shape)} (the output for x of shape "
+            f"{_fmt(p.x_shape)}), but got grad_out of shape {_fmt(g.shape)}"
+        )
+    ya = None
+    if y is not None:
+        ya = as_array(y, "y")
+        if ya.shape != p.out_shape:
+            raise ValueError(
+                f"expected y of shape {_fmt(p.out_shape)} (the forward output), "
+                f"but got y of shape {_fmt(ya.shape)}"
+            )
+    return g, ya
