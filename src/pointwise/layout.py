@@ -269,7 +269,7 @@ def _check_weight(
     if groups > 1 and f % groups:
         raise ValueError(
             f"expected the {f} output channels of {ctx} to be divisible by groups={groups}, "
-            f"but {f} % {groups} = {f % groups}"
+            f"but got a remainder of {f % groups}; pick groups that divide F"
         )
     return mat
 
@@ -314,7 +314,7 @@ def check_forward(
     if c % groups:
         raise ValueError(
             f"expected the {c} input channels of x of shape {_fmt(xa.shape)} to be divisible by "
-            f"groups={groups}, but {c} % {groups} = {c % groups}"
+            f"groups={groups}, but got a remainder of {c % groups}; pick groups that divide C"
         )
     w2 = _check_weight(wa, channels_last, layout, xa.shape, c, groups)
     f = int(w2.shape[1] if channels_last else w2.shape[0])
