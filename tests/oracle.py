@@ -176,7 +176,7 @@ def check_against_torch(x, w, b=None, *, layout="NHWC", stride=1, padding=0, gro
     grads = pw.conv1x1_backward(g, x, w, bias=b, has_bias=b is not None,
                                 y=y if pass_y else None, **opts)
     refs = [xt.grad, wt.grad, None if bt is None else bt.grad]
-    for name, ours, ref, arr in zip(("x", "w", "b"), grads, refs, (x, w, b)):
+    for name, ours, ref, arr in zip(("x", "w", "b"), grads, refs, (x, w, b), strict=True):
         if arr is None:
             assert ours is None, f"grad_{name} should be None without bias"
             continue

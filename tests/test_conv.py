@@ -6,9 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
-from oracle import check_against_torch, numeric_grads, reference_conv
 
 import pointwise as pw
+from oracle import check_against_torch, numeric_grads, reference_conv
 
 torch = pytest.importorskip("torch")
 
@@ -335,7 +335,7 @@ def test_inputs_are_never_modified():
         g = np.ones_like(y)
         g.setflags(write=False)
         pw.conv1x1_backward(g, x, w, bias=b, layout=layout, **opts)
-        for a, c in zip((x, w, b), copies):
+        for a, c in zip((x, w, b), copies, strict=True):
             np.testing.assert_array_equal(a, c)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from oracle import check_against_torch, reference_conv
 
 import pointwise as pw
+from oracle import check_against_torch, reference_conv
 
 LAYOUT_SHAPES = {
     "NHWC": lambda n, h, w, c: (n, h, w, c),

@@ -59,7 +59,7 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
-    """``(size + 2·padding − kernel) // stride + 1``; for a 1×1 kernel, ``(size + 2p − 1)//s + 1``."""
+    """Output length of one axis: ``(size + 2·padding − kernel) // stride + 1``."""
     return (size + 2 * padding - kernel) // stride + 1
 
 

@@ -26,7 +26,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ACTIVATIONS", "LAYOUTS", "Geometry", "Problem", "check_backward", "check_forward", "output_size"]
+__all__ = [
+    "ACTIVATIONS",
+    "LAYOUTS",
+    "Geometry",
+    "Problem",
+    "check_backward",
+    "check_forward",
+    "output_size",
+]
 
 #: layout -> (channels_last, batched)
 LAYOUTS: dict[str, tuple[bool, bool]] = {
@@ -179,7 +187,9 @@ def check_layout(layout: Any) -> tuple[bool, bool]:
             f"expected layout to be one of {', '.join(map(repr, LAYOUTS))}, but got {layout!r}"
         )
     if layout != layout.upper():
-        raise ValueError(f"expected layout in upper case, but got {layout!r}; use {layout.upper()!r}")
+        raise ValueError(
+            f"expected layout in upper case, but got {layout!r}; use {layout.upper()!r}"
+        )
     return LAYOUTS[layout]
 
 
@@ -224,7 +234,10 @@ def _check_weight(
     if w.ndim not in (2, 4):
         hint = ""
         if w.ndim == 3 and channels_last and w.shape[:2] == (1, 1):
-            hint = f"; a (1, 1, C) filter is one output channel: use weight.reshape(1, 1, {w.shape[2]}, 1)"
+            hint = (
+                "; a (1, 1, C) filter is one output channel: "
+                f"use weight.reshape(1, 1, {w.shape[2]}, 1)"
+            )
         raise ValueError(
             f"expected a 4-D {fmt} or 2-D weight, but got a {w.ndim}-D {ctx}{hint}"
         )
@@ -236,7 +249,8 @@ def _check_weight(
                 want = "HWIO (1, 1, C/G, F)" if channels_last else "OIHW (F, C/G, 1, 1)"
                 perm = "(2, 3, 1, 0)"
                 raise ValueError(
-                    f"expected {want} weights in layout {layout!r}, but got {ctx}, which looks like "
+                    f"expected {want} weights in layout {layout!r}, but got {ctx}, "
+                    f"which looks like "
                     f"{'OIHW' if channels_last else 'HWIO'}; use weight.transpose{perm}, or pass "
                     f"layout={'NCHW' if channels_last else 'NHWC'!r}"
                 )
@@ -302,7 +316,10 @@ def check_forward(
     if xa.ndim != ndim:
         hint = ""
         if xa.ndim == 3 and batched:
-            hint = f"; for a single image use layout={layout[1:]!r}, or add a batch axis with x[None]"
+            hint = (
+                f"; for a single image use layout={layout[1:]!r}, "
+                "or add a batch axis with x[None]"
+            )
         elif xa.ndim == 4 and not batched:
             hint = f"; for a batch use layout={'N' + layout!r}"
         raise ValueError(
