@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from pointwise import activations
+from pointwise._dispatch import backend_for
 from pointwise.layout import Problem, check_backward, check_forward, check_out
 
 __all__ = ["conv1x1", "conv1x1_backward"]
@@ -92,6 +93,12 @@ def conv1x1(
                [23, 29, 35],
                [41, 47, 53]])
     """
+    backend = backend_for(x, weight, bias)
+    if backend is not None:  # a torch tensor or JAX array: that library computes it
+        return backend.conv1x1(
+            x, weight, bias, layout=layout, stride=stride, padding=padding, groups=groups,
+            activation=activation, out=out,
+        )
     p = check_forward(
         x, weight, bias, layout=layout, stride=stride, padding=padding, groups=groups,
         activation=activation,
