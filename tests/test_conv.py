@@ -184,6 +184,13 @@ def test_mixed_float_dtypes_raise_type_error():
         pw.conv1x1(x, np.ones((3, 2), np.float32), np.ones(2))
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.uint64])
+def test_narrow_integers_accumulate_in_int64(dtype):
+    x = np.full((1, 1, 1, 2), 100, dtype)
+    y = pw.conv1x1(x, np.full((2, 1), 100, dtype), np.array([7], dtype))
+    assert y.dtype == np.int64 and y.item() == 100 * 100 * 2 + 7
+
+
 def test_integer_input_with_float_weight_takes_float_dtype():
     y = pw.conv1x1(np.ones((1, 1, 1, 2), np.int32), np.ones((2, 1), np.float32))
     assert y.dtype == np.float32 and y.item() == 2.0

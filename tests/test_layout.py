@@ -48,6 +48,15 @@ def test_oihw_weight_in_nhwc_layout_points_to_transpose():
     assert "transpose(2, 3, 1, 0)" in msg and "layout='NCHW'" in msg
 
 
+def test_hwio_weight_in_nchw_layout_points_to_transpose():
+    msg = raises(ValueError, "looks like HWIO", np.ones((2, 3, 3)), np.ones((1, 1, 2, 4)),
+                 layout="CHW")
+    assert "transpose(3, 2, 0, 1)" in msg and "layout='HWC'" in msg
+    w = np.arange(8.0).reshape(1, 1, 2, 4)
+    y = pw.conv1x1(np.ones((2, 3, 3)), w.transpose(3, 2, 0, 1), layout="CHW")  # the fix works
+    assert y.shape == (4, 3, 3)
+
+
 def test_unknown_layout_and_activation():
     raises(ValueError, "one of 'NHWC', 'HWC', 'NCHW', 'CHW'.*'NWHC'", X, np.ones((2, 1)),
            layout="NWHC")

@@ -216,7 +216,8 @@ def _result_dtype(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.dtyp
         )
     if floats:
         return next(iter(floats.values()))
-    return np.result_type(*arrays.values())
+    # Integers accumulate and return in int64, so int8 · int8 sums do not wrap around.
+    return np.dtype(np.int64)
 
 
 def _expected_weight(channels_last: bool, cg: int, ndim: int) -> str:
@@ -247,12 +248,12 @@ def _check_weight(
         if kernel != (1, 1):
             if other == (1, 1):
                 want = "HWIO (1, 1, C/G, F)" if channels_last else "OIHW (F, C/G, 1, 1)"
-                perm = "(2, 3, 1, 0)"
+                perm = "(2, 3, 1, 0)" if channels_last else "(3, 2, 0, 1)"  # OIHW<->HWIO
+                swap = {"NHWC": "NCHW", "HWC": "CHW", "NCHW": "NHWC", "CHW": "HWC"}[layout]
                 raise ValueError(
                     f"expected {want} weights in layout {layout!r}, but got {ctx}, "
-                    f"which looks like "
-                    f"{'OIHW' if channels_last else 'HWIO'}; use weight.transpose{perm}, or pass "
-                    f"layout={'NCHW' if channels_last else 'NHWC'!r}"
+                    f"which looks like {'OIHW' if channels_last else 'HWIO'}; use "
+                    f"weight.transpose{perm}, or pass x in layout={swap!r}"
                 )
             raise ValueError(
                 f"expected a 1×1 kernel, but got a {kernel[0]}×{kernel[1]} kernel in {ctx} "
