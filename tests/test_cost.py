@@ -36,6 +36,8 @@ def test_bad_arguments():
         conv_cost(6, 4, groups=4)
     with pytest.raises(ValueError, match="fit"):
         conv_cost(3, 3, 5, input_size=2)
+    with pytest.raises(ValueError, match="fit"):
+        conv_cost(2, 1, 3, input_size=2)  # output size would be 0, not a 0-MAC layer
     with pytest.raises(ValueError, match="in_channels >= 0"):
         conv_cost(-1, 3)
 

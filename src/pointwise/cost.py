@@ -97,7 +97,7 @@ def conv_cost(
         )
     ho = conv_output_size(h, kh, sh, ph)
     wo = conv_output_size(w, kw, sw, pw)
-    if ho < 0 or wo < 0:
+    if h + 2 * ph < kh or w + 2 * pw < kw:
         raise ValueError(
             f"expected a {kh}×{kw} kernel to fit the padded {h}×{w} input, but it does not"
         )
