@@ -49,3 +49,16 @@ def test_readme_shows_the_two_commands_first():
     first_block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
     assert first_block.splitlines()[0].startswith("make demo")
     assert first_block.splitlines()[1].startswith("make test")
+
+
+def test_readme_demo_output_is_what_explain_prints():
+    from pointwise.cli import main
+
+    text = README.read_text(encoding="utf-8")
+    block = re.search(r"```text\n(.*?)```", text, re.S).group(1)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["explain"]) == 0
+    printed = buf.getvalue().splitlines()
+    shown = [line for line in block.splitlines() if line.strip() and line != "…"]
+    assert all(line in printed for line in shown), set(shown) - set(printed)

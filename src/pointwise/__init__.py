@@ -10,7 +10,7 @@ The core needs only NumPy; importing :mod:`pointwise` never imports torch.
 from pointwise._version import __version__
 from pointwise.conv import conv1x1, conv1x1_backward
 from pointwise.cost import Cost, conv_cost
-#EXPLAIN
+from pointwise.explain import Trace, explain
 from pointwise.layout import ACTIVATIONS, LAYOUTS, output_size
 
 cost = conv_cost
