@@ -1,0 +1,16 @@
+"""PyTorch integration: the ``Conv1x1`` module, its function, and model conversion.
+
+* :func:`pointwise.nn.functional.conv1x1` — ``pointwise.conv1x1`` for torch tensors, with
+  autograd; ``pointwise.conv1x1`` routes tensors to it.
+* :class:`Conv1x1` — a drop-in ``nn.Conv2d(kernel_size=1)`` whose forward calls it.
+* :func:`convert` — swaps every 1×1 ``nn.Conv2d`` of a model for ``Conv1x1``, folding a
+  following BatchNorm and fusing a following activation where that is provably safe.
+
+This package imports torch; ``import pointwise`` does not.
+"""
+
+from pointwise.nn import functional
+from pointwise.nn.convert import ConvertReport, convert
+from pointwise.nn.module import Conv1x1
+
+__all__ = ["Conv1x1", "ConvertReport", "convert", "functional"]

@@ -1,0 +1,347 @@
+"""``convert(model)``: every 1×1 ``nn.Conv2d`` becomes a ``Conv1x1``, with BN and activation folded.
+
+What it does, in order:
+
+1. **Replace.** Every module of type exactly ``nn.Conv2d`` with a 1×1 kernel (any stride,
+   padding or groups; dilation is irrelevant at 1×1) becomes a :class:`Conv1x1` with the same
+   parameters. Always safe: ``Conv1x1`` computes what the conv computed. Skipped and reported:
+   ``padding_mode`` other than ``"zeros"``, and subclasses of ``nn.Conv2d`` (their forward
+   may differ).
+2. **Fold** (``fold_batchnorm``, eval mode only) a ``BatchNorm2d`` that directly follows a
+   ``Conv1x1`` into its weight and bias, and **fuse** (``fuse_activation``) a directly
+   following ``ReLU``, ``ReLU6``, ``SiLU`` or ``Hardswish`` module into its ``activation``.
+   The folded BN and fused activation become ``nn.Identity``.
+
+When is "directly follows" known? The converter does not guess from attribute names.
+It reads the data flow with ``torch.fx`` symbolic tracing, and folds or fuses a pair only
+where the graph proves all of these:
+
+* the conv's output feeds exactly one node, the BN (or activation) module, as its only input;
+* the conv, the BN and the activation modules are each called once in the graph and held at
+  one place in the model (a ``ReLU`` that a torchvision ``Bottleneck`` calls three times is
+  therefore never fused);
+* the modules are the stock classes (a subclass may do something else).
+
+This covers ``nn.Sequential`` chains and the ``conv1 → bn1 → relu`` attribute triples of
+torchvision-style blocks, whatever their names. What it cannot see:
+
+* A module whose forward cannot be traced (data-dependent control flow, such as
+  ``if x.sum() > 0``): the converter descends into its children and traces those instead;
+  for an untraceable plain ``nn.Sequential`` it uses the order of its children. What lies
+  between those children in the untraceable forward is not seen, so nothing is folded
+  across it; such modules are listed in the report.
+* Python-level branches on non-tensor values are recorded as they run at conversion time,
+  in eval mode. A forward that takes a different path later (a flag flipped after
+  conversion) is not covered.
+* Activations applied as functions (``F.relu(x)``, ``x.relu()``) are not modules and stay
+  where they are; the BN before them is still folded.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx
+from torch import nn
+
+from pointwise.nn.module import Conv1x1
+
+__all__ = ["ConvertReport", "convert"]
+
+FUSABLE: dict[type[nn.Module], str] = {
+    nn.ReLU: "relu",
+    nn.ReLU6: "relu6",
+    nn.SiLU: "silu",
+    nn.Hardswish: "hardswish",
+}
+
+
+@dataclass
+class ConvertReport:
+    """What :func:`convert` did, by qualified module name.
+
+    Attributes:
+        replaced: the ``nn.Conv2d`` modules now ``Conv1x1``.
+        folded: ``(conv, batchnorm)`` pairs; the BN is now ``nn.Identity``.
+        fused: ``(conv, activation module, activation)``; the module is now ``nn.Identity``.
+        skipped: ``(module, reason)`` for what was left as it was.
+    """
+
+    replaced: list[str] = field(default_factory=list)
+    folded: list[tuple[str, str]] = field(default_factory=list)
+    fused: list[tuple[str, str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [
+            f"convert: {len(self.replaced)} replaced, {len(self.folded)} BatchNorm folded, "
+            f"{len(self.fused)} activations fused, {len(self.skipped)} skipped"
+        ]
+        lines += [f"  replaced  {n}: nn.Conv2d -> Conv1x1" for n in self.replaced]
+        lines += [f"  folded    {bn} into {c}" for c, bn in self.folded]
+        lines += [f"  fused     {a} into {c} (activation={act!r})" for c, a, act in self.fused]
+        lines += [f"  skipped   {n}: {why}" for n, why in self.skipped]
+        return "\n".join(lines)
+
+
+def convert(
+    model: nn.Module,
+    *,
+    fold_batchnorm: bool = True,
+    fuse_activation: bool = True,
+    inplace: bool = False,
+) -> tuple[nn.Module, ConvertReport]:
+    """Replace every 1×1 ``nn.Conv2d`` of ``model`` by ``Conv1x1``; fold BN and fuse activations.
+
+    Args:
+        model: any ``nn.Module``. With ``fold_batchnorm`` it must be in eval mode.
+        fold_batchnorm: fold a ``BatchNorm2d`` that directly follows a 1×1 conv into it.
+        fuse_activation: fuse a ``ReLU``/``ReLU6``/``SiLU``/``Hardswish`` module that
+            directly follows a 1×1 conv (after folding, the BN) into it.
+        inplace: modify ``model`` itself instead of a deep copy.
+
+    Returns:
+        ``(converted model, ConvertReport)``. The converted model gives the same eval outputs
+        within float32 rounding. See the module docstring for when a pair is "direct".
+
+    Raises:
+        ValueError: ``fold_batchnorm=True`` on a model in training mode.
+
+    Examples:
+        >>> from torch import nn
+        >>> from pointwise.nn import convert
+        >>> m = nn.Sequential(nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16), nn.ReLU()).eval()
+        >>> m2, report = convert(m)
+        >>> m2
+        Sequential(
+          (0): Conv1x1(8, 16, activation='relu')
+          (1): Identity()
+          (2): Identity()
+        )
+        >>> print(report)
+        convert: 1 replaced, 1 BatchNorm folded, 1 activations fused, 0 skipped
+          replaced  0: nn.Conv2d -> Conv1x1
+          folded    1 into 0
+          fused     2 into 0 (activation='relu')
+    """
+    if fold_batchnorm:
+        _require_eval(model, "the model")
+    if not inplace:
+        model = copy.deepcopy(model)
+    report = ConvertReport()
+    model = _replace_convs(model, report)
+    if fold_batchnorm or fuse_activation:
+        places = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
+        chains: list[tuple[str, str | None, str | None]] = []
+        _find_chains(model, "", places, fold_batchnorm, fuse_activation, chains, report)
+        for conv_name, bn_name, act_name in chains:
+            _apply(model, conv_name, bn_name, act_name, report)
+    return model, report
+
+
+def _require_eval(module: nn.Module, what: str) -> None:
+    if module.training:
+        raise ValueError(
+            f"expected {what} in eval mode to fold BatchNorm (in training mode BatchNorm "
+            f"normalises with batch statistics, which no fixed weight can reproduce), but got "
+            f"training=True; call model.eval() first, or pass fold_batchnorm=False"
+        )
+
+
+def _name(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+# ---------------------------------------------------------------------------------- replace
+def _convertible(conv: nn.Module) -> str | None:
+    """Why this 1×1 conv is left alone, or None when it is replaced."""
+    if type(conv) is not nn.Conv2d:
+        return f"{type(conv).__name__} subclasses nn.Conv2d; its forward may differ"
+    if conv.padding_mode != "zeros":
+        return f"padding_mode={conv.padding_mode!r}: Conv1x1 pads with zeros only"
+    return None
+
+
+def _is_1x1_conv(m: nn.Module) -> bool:
+    return (
+        isinstance(m, nn.Conv2d)
+        and not isinstance(m.weight, nn.parameter.UninitializedParameter)
+        and tuple(m.kernel_size) == (1, 1)
+    )
+
+
+def _replace_convs(model: nn.Module, report: ConvertReport) -> nn.Module:
+    if _is_1x1_conv(model):  # the model is itself one conv
+        why = _convertible(model)
+        if why is not None:
+            report.skipped.append(("(model)", why))
+            return model
+        report.replaced.append("(model)")
+        return Conv1x1.from_conv2d(model)  # type: ignore[arg-type]
+    new: dict[int, nn.Module] = {}  # a conv held at two places stays one shared module
+    for qualname, child in list(model.named_modules(remove_duplicate=False))[1:]:
+        if not _is_1x1_conv(child):
+            continue
+        why = _convertible(child)
+        if why is not None:
+            report.skipped.append((qualname, why))
+            continue
+        if id(child) not in new:
+            new[id(child)] = Conv1x1.from_conv2d(child)
+        _set(model, qualname, new[id(child)])
+        report.replaced.append(qualname)
+    return model
+
+
+# ------------------------------------------------------------------------------ find chains
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, Conv1x1) or super().is_leaf_module(m, qualname)
+
+
+def _find_chains(
+    module: nn.Module,
+    prefix: str,
+    places: Counter,
+    fold: bool,
+    fuse: bool,
+    chains: list,
+    report: ConvertReport,
+) -> None:
+    """Append the (conv, bn, act) chains under ``module`` that are provably direct."""
+    if isinstance(module, Conv1x1) or not any(True for _ in module.children()):
+        return
+    try:
+        graph = _Tracer().trace(module)
+    except Exception as e:  # any failure means: not traceable as a whole
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if type(module).forward is nn.Sequential.forward:
+            _sequential_chains(module, prefix, places, fold, fuse, chains)
+            why = f"not traceable ({reason}); used the order of its children"
+        else:
+            why = f"not traceable ({reason}); its children are converted one by one"
+        report.skipped.append((prefix or "(model)", why))
+        for name, child in module.named_children():
+            _find_chains(child, _name(prefix, name), places, fold, fuse, chains, report)
+        return
+    _graph_chains(module, graph, prefix, places, fold, fuse, chains, report)
+
+
+def _graph_chains(module, graph, prefix, places, fold, fuse, chains, report) -> None:
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+
+    def single(node: torch.fx.Node, kinds: tuple[type, ...]) -> nn.Module | None:
+        """The module of ``node``'s one user if it is a once-called ``kinds`` on ``node`` alone."""
+        users = list(node.users)
+        if len(users) != 1:
+            return None
+        u = users[0]
+        if u.op != "call_module" or u.args != (node,) or u.kwargs:
+            return None
+        m = module.get_submodule(u.target)
+        if type(m) not in kinds or calls[u.target] != 1 or places[id(m)] != 1:
+            return None
+        return m
+
+    for node in graph.nodes:
+        if node.op != "call_module":
+            continue
+        conv = module.get_submodule(node.target)
+        if not isinstance(conv, Conv1x1) or calls[node.target] != 1 or places[id(conv)] != 1:
+            continue
+        bn_name = act_name = None
+        cur = node
+        if fold and single(cur, (nn.BatchNorm2d,)) is not None:
+            cur = next(iter(cur.users))
+            bn_name = _name(prefix, cur.target)
+        if fuse and conv.activation is None:
+            act = single(cur, tuple(FUSABLE))
+            if act is not None:
+                act_name = _name(prefix, next(iter(cur.users)).target)
+            else:
+                _report_shared_activation(module, cur, calls, prefix, report)
+        if bn_name or act_name:
+            chains.append((_name(prefix, node.target), bn_name, act_name))
+
+
+def _report_shared_activation(module, node, calls, prefix, report) -> None:
+    users = list(node.users)
+    if len(users) == 1 and users[0].op == "call_module":
+        target = users[0].target
+        entry = (_name(prefix, target), f"called {calls[target]} times in forward; not fused")
+        if type(module.get_submodule(target)) in FUSABLE and calls[target] > 1 \
+                and entry not in report.skipped:
+            report.skipped.append(entry)
+
+
+def _sequential_chains(seq, prefix, places, fold, fuse, chains) -> None:
+    mods = list(seq.named_children())
+    for i, (name, conv) in enumerate(mods):
+        if not isinstance(conv, Conv1x1) or places[id(conv)] != 1:
+            continue
+        j, bn_name, act_name = i + 1, None, None
+        if fold and j < len(mods) and type(mods[j][1]) is nn.BatchNorm2d \
+                and places[id(mods[j][1])] == 1:
+            bn_name, j = _name(prefix, mods[j][0]), j + 1
+        if fuse and conv.activation is None and j < len(mods) and type(mods[j][1]) in FUSABLE \
+                and places[id(mods[j][1])] == 1:
+            act_name = _name(prefix, mods[j][0])
+        if bn_name or act_name:
+            chains.append((_name(prefix, name), bn_name, act_name))
+
+
+# ------------------------------------------------------------------------------------ apply
+def _set(model: nn.Module, qualname: str, new: nn.Module) -> None:
+    parent_name, _, name = qualname.rpartition(".")
+    setattr(model.get_submodule(parent_name), name, new)
+
+
+def _apply(model, conv_name: str, bn_name: str | None, act_name: str | None, report) -> None:
+    conv = model.get_submodule(conv_name)
+    if bn_name is not None:
+        bn = model.get_submodule(bn_name)
+        why = _unfoldable(conv, bn)
+        if why is not None:
+            report.skipped.append((bn_name, why))
+            return  # the activation follows the BN, so it stays too
+        _require_eval(bn, f"BatchNorm {bn_name!r}")
+        _fold(conv, bn)
+        _set(model, bn_name, nn.Identity())
+        report.folded.append((conv_name, bn_name))
+    if act_name is not None:
+        act = model.get_submodule(act_name)
+        conv.activation = FUSABLE[type(act)]
+        _set(model, act_name, nn.Identity())
+        report.fused.append((conv_name, act_name, conv.activation))
+
+
+def _unfoldable(conv: Conv1x1, bn: nn.BatchNorm2d) -> str | None:
+    if bn.num_features != conv.out_channels:
+        return f"has {bn.num_features} features for {conv.out_channels} channels"
+    if bn.running_mean is None or bn.running_var is None:
+        return "track_running_stats=False: it always uses batch statistics"
+    return None
+
+
+@torch.no_grad()
+def _fold(conv: Conv1x1, bn: nn.BatchNorm2d) -> None:
+    """``bn(conv(x))`` as one conv: w' = w·γ/σ, b' = (b − μ)·γ/σ + β, σ = √(var + eps)."""
+    dt = torch.float64
+    assert bn.running_mean is not None and bn.running_var is not None  # see _unfoldable
+    scale = torch.rsqrt(bn.running_var.to(dt) + bn.eps)  # (F,)
+    if bn.weight is not None:
+        scale = scale * bn.weight.to(dt)
+    shift = -bn.running_mean.to(dt) * scale  # (F,)
+    if bn.bias is not None:
+        shift = shift + bn.bias.to(dt)
+    w = conv.weight
+    b = None if conv.bias is None else conv.bias.to(dt)
+    w.copy_(w.to(dt) * scale[:, None, None, None])  # (F, C/G, 1, 1) · (F, 1, 1, 1)
+    new_bias = shift if b is None else b * scale + shift
+    if conv.bias is None:
+        conv.bias = nn.Parameter(new_bias.to(w.dtype))
+    else:
+        conv.bias.copy_(new_bias)

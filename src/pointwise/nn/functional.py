@@ -1,0 +1,337 @@
+"""``conv1x1`` on torch tensors: the NumPy core's signature and semantics, with autograd.
+
+``pointwise.conv1x1`` routes torch tensors here, and :class:`pointwise.nn.Conv1x1` calls
+this function in its forward (the function/module pair of STYLE.md, item 2). Arguments are
+checked by the same code as the NumPy core (:func:`pointwise.layout.check_forward`, given
+shape-only stand-ins), so the error messages are the same.
+
+Every kernel sees the problem as torch sees it, ``x`` (N, C, H, W) and weight (F, C/G, 1, 1),
+whatever the memory format; layouts NHWC/HWC/CHW are views of that. Kernels:
+
+* ``conv2d``: ``F.conv2d`` and the activation. Any device, dtype and option; keeps the
+  input's memory format; the only kernel used while tracing, scripting or exporting, so the
+  graph is the standard one.
+* ``addmm``: ``torch.addmm(b, X, Wᵀ)`` on the (N·H·W, C) view of a channels-last input, the
+  bias fused into the GEMM. One group, no padding; stride gathers the pixels first.
+* ``numpy``: the NumPy core on CPU, wrapped in a :class:`torch.autograd.Function` whose
+  backward is :func:`pointwise.conv1x1_backward`. Used for integer tensors (exact, as in the
+  core; torch has no integer conv on CPU).
+
+The rule that picks one is :func:`choose_kernel`; its measurements are in
+``benchmarks/bench_nn_kernels.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pointwise import conv as _core
+from pointwise.layout import Problem, as_array, check_forward, check_out
+
+__all__ = ["KERNELS", "choose_kernel", "conv1x1"]
+
+KERNELS = ("conv2d", "addmm", "numpy")
+
+ACTIVATIONS = {
+    None: lambda t, inplace=False: t,
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "silu": F.silu,
+    "hardswish": F.hardswish,
+}
+
+
+def _activate(z: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """``activation(z)``; in place (the epilogue on a fresh result) when autograd is off."""
+    inplace = not (torch.is_grad_enabled() and z.requires_grad) and not _is_graph_capture()
+    return ACTIVATIONS[activation](z, inplace=inplace)
+
+_NP_DTYPES = {
+    torch.float16: np.float16,
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+    torch.int8: np.int8,
+    torch.int16: np.int16,
+    torch.int32: np.int32,
+    torch.int64: np.int64,
+    torch.uint8: np.uint8,
+    torch.bool: np.bool_,
+    torch.complex64: np.complex64,
+    torch.complex128: np.complex128,
+}
+
+
+def _np_dtype(dt: torch.dtype) -> np.dtype:
+    if dt == torch.bfloat16:
+        try:
+            import ml_dtypes
+
+            return np.dtype(ml_dtypes.bfloat16)
+        except ImportError:  # only the "one float dtype" check sees it: float16 stands in
+            return np.dtype(np.float16)
+    return np.dtype(_NP_DTYPES.get(dt, np.float32))
+
+
+def _stand_in(t: Any) -> Any:
+    """``t`` for check_forward: its values when tiny (an error may quote them), else a
+    zero-stride NumPy array of its shape and dtype; never a copy of a large tensor."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    if t.numel() <= 8 and t.device.type == "cpu" and t.dtype in _NP_DTYPES:
+        return t.detach().resolve_conj().resolve_neg().numpy()
+    return np.lib.stride_tricks.as_strided(
+        np.zeros(1, _np_dtype(t.dtype)), shape=tuple(t.shape), strides=(0,) * t.dim()
+    )
+
+
+def _torch_dtype(dt: np.dtype) -> torch.dtype:
+    return getattr(torch, dt.name)
+
+
+def _is_graph_capture() -> bool:
+    """True while torch.jit traces or scripts, ONNX exports, or dynamo/export compiles."""
+    return bool(
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_compiling()
+    )
+
+
+def conv1x1(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    layout: str = "NHWC",
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    groups: int = 1,
+    activation: str | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """1×1 convolution of torch tensors; see :func:`pointwise.conv1x1` for every argument.
+
+    Autograd flows to ``x``, ``weight`` and ``bias``. The result is a torch tensor on the
+    input's device, in ``layout``; for NCHW/CHW it keeps the input's memory format.
+
+    Unlike torch, the default layout is NHWC with HWIO weights, as in the NumPy core; pass
+    ``layout="NCHW"`` for torch's convention.
+
+    >>> import torch
+    >>> from pointwise.nn.functional import conv1x1
+    >>> x = torch.arange(6.0).reshape(1, 2, 1, 3)            # NCHW: 2 channels, 3 pixels
+    >>> conv1x1(x, torch.tensor([[1.0, 2.0]]), layout="NCHW").flatten().tolist()
+    [6.0, 9.0, 12.0]
+    """
+    device = next((a.device for a in (x, weight, bias) if isinstance(a, torch.Tensor)), None)
+    xt, wt, bt = (_as_tensor(a, name, device) for a, name in
+                  ((x, "x"), (weight, "weight"), (bias, "bias")))
+    capture = _is_graph_capture()
+    if capture:  # shapes may be symbolic: trust the graph's own checks
+        p = None
+        channels_last = layout in ("NHWC", "HWC")
+        batched = layout in ("NHWC", "NCHW")
+        dtype = xt.dtype
+    else:
+        p = check_forward(
+            _stand_in(xt), _stand_in(wt), _stand_in(bt), layout=layout, stride=stride,
+            padding=padding, groups=groups, activation=activation,
+        )
+        channels_last, batched, dtype = p.channels_last, p.batched, _torch_dtype(p.dtype)
+    x4 = _cast(_to_nchw(xt, channels_last, batched), dtype)  # (N, C, H, W) view
+    w4 = _cast(_weight_oihw(wt, channels_last), dtype)  # (F, C/G, 1, 1)
+    b = None if bt is None else _cast(bt, dtype)
+    st, pd = _pair(stride), _pair(padding)
+    kernel = "conv2d" if capture else choose_kernel(x4, w4, b, st, pd, groups)
+    y4 = _run(kernel, x4, w4, b, st, pd, groups, activation)  # (N, F, Ho, Wo)
+    y = _from_nchw(y4, channels_last, batched)
+    if out is None:
+        return y
+    return _write_out(out, y, p, (xt, wt, bt))
+
+
+def _as_tensor(a: Any, name: str, device: torch.device | None) -> Any:
+    """Lists and NumPy arrays passed along with tensors become tensors; None stays None."""
+    if a is None or isinstance(a, torch.Tensor):
+        return a
+    return torch.as_tensor(as_array(a, name), device=device)
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)  # integers mixed with floats only
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if not isinstance(v, (tuple, list)) else (int(v[0]), int(v[1]))
+
+
+def _to_nchw(x: torch.Tensor, channels_last: bool, batched: bool) -> torch.Tensor:
+    x4 = x if batched else x.unsqueeze(0)  # (N, ·, ·, ·)
+    return x4.permute(0, 3, 1, 2) if channels_last else x4  # (N, H, W, C) -> (N, C, H, W)
+
+
+def _from_nchw(y4: torch.Tensor, channels_last: bool, batched: bool) -> torch.Tensor:
+    y = y4.permute(0, 2, 3, 1) if channels_last else y4  # (N, F, Ho, Wo) -> (N, Ho, Wo, F)
+    return y if batched else y.squeeze(0)
+
+
+def _weight_oihw(w: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    if channels_last:
+        w2 = w[0, 0] if w.dim() == 4 else w  # (C/G, F)
+        return w2.t()[:, :, None, None]  # (F, C/G, 1, 1)
+    return w if w.dim() == 4 else w[:, :, None, None]  # (F, C/G, 1, 1)
+
+
+def _write_out(
+    out: Any, y: torch.Tensor, p: Problem | None, inputs: tuple[Any, ...]
+) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"expected out to be a torch.Tensor, but got {type(out).__name__}")
+    if p is not None:  # same shape/dtype message as the NumPy core
+        stand_in = np.lib.stride_tricks.as_strided(
+            np.zeros(1, _np_dtype(out.dtype)), shape=tuple(out.shape),
+            strides=(0,) * out.dim(), writeable=True,
+        )
+        check_out(stand_in, p, ())
+    if torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in inputs
+    ):
+        raise RuntimeError(
+            "expected out=None when x, weight or bias requires grad, but got an out tensor; "
+            "out= does not support automatic differentiation (as in torch)"
+        )
+    return out.copy_(y)  # y was computed in full first, so out may alias the inputs
+
+
+# --------------------------------------------------------------------------- kernel choice
+def choose_kernel(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    groups: int,
+) -> str:
+    """The kernel for ``x`` (N, C, H, W) and ``w`` (F, C/G, 1, 1), by the measured rule.
+
+    * integer dtypes on CPU: ``numpy`` (exact; torch has no integer conv on CPU);
+    * channels-last input on CPU, float32/float64, one group, no padding, and at most
+      :data:`ADDMM_MAX_MACS` multiply-adds: ``addmm``. There it is as fast as oneDNN's conv2d
+      or faster (1.3–1.5× on small problems, where conv2d's fixed cost dominates); above it
+      conv2d wins by up to 2× (ResNet-50's 28² and 14² layers at N=8);
+    * everything else (NCHW input, CUDA, half types, groups, padding): ``conv2d``.
+
+    Measured and not chosen (benchmarks/bench_nn_kernels.py): a per-image ``W @ X_n`` on
+    NCHW input, faster than conv2d alone at 56² but slower inside a model; and the NumPy core
+    for floats, which between torch ops competes with torch's spinning OpenMP threads and
+    ran 4–40× slower under the default ``OMP_WAIT_POLICY``.
+    """
+    if not x.dtype.is_floating_point:
+        return "numpy" if x.device.type == "cpu" else "conv2d"
+    if (
+        x.device.type != "cpu"
+        or x.dtype not in (torch.float32, torch.float64)
+        or groups != 1
+        or padding != (0, 0)
+        or x.dim() != 4
+        or x.numel() == 0
+    ):
+        return "conv2d"
+    n, c, h, wd = x.shape
+    # channels-last memory; a 1×1 image is both formats, and either kernel keeps it so
+    channels_last = x.permute(0, 2, 3, 1).is_contiguous() and (
+        not x.is_contiguous() or h * wd == 1
+    )
+    ho, wo = (h - 1) // stride[0] + 1, (wd - 1) // stride[1] + 1
+    if channels_last and n * ho * wo * c * w.shape[0] <= ADDMM_MAX_MACS:
+        return "addmm"
+    return "conv2d"
+
+
+#: channels-last: addmm up to this many multiply-adds (N·Ho·Wo·C·F), conv2d above.
+ADDMM_MAX_MACS = 1 << 27
+
+
+def _run(
+    kernel: str,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    groups: int,
+    activation: str | None,
+) -> torch.Tensor:
+    """Run one kernel on ``x`` (N, C, H, W), ``w`` (F, C/G, 1, 1): (N, F, Ho, Wo)."""
+    if kernel == "conv2d":
+        z = F.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+        return _activate(z, activation)
+    if kernel == "addmm":
+        return _activate(_addmm(x, w, b, stride), activation)
+    if kernel == "numpy":
+        return _NumpyConv.apply(x, w, b, stride, padding, groups, activation)
+    raise ValueError(f"expected kernel to be one of {KERNELS}, but got {kernel!r}")
+
+
+def _addmm(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: tuple[int, int]
+) -> torch.Tensor:
+    """One group, no padding: a GEMM on the channels-last view, bias fused."""
+    xl = x.permute(0, 2, 3, 1)[:, :: stride[0], :: stride[1]]  # (N, Ho, Wo, C) view
+    n, ho, wo, c = xl.shape
+    f = w.shape[0]
+    x2 = xl.reshape(n * ho * wo, c)  # (M, C); a copy only when strided
+    w2 = w.reshape(f, c).t()  # (F, C) -> (C, F)
+    y2 = torch.mm(x2, w2) if b is None else torch.addmm(b, x2, w2)  # (M, C) @ (C, F) -> (M, F)
+    return y2.view(n, ho, wo, f).permute(0, 3, 1, 2)  # (M, F) -> (N, F, Ho, Wo), channels-last
+
+
+class _NumpyConv(torch.autograd.Function):
+    """The NumPy core as an autograd op, on CPU tensors; backward is conv1x1_backward."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, stride, padding, groups, activation):
+        layout, xn, wn = _numpy_views(x, w)
+        bn = None if b is None else b.detach().numpy()
+        opts = dict(layout=layout, stride=stride, padding=padding, groups=groups,
+                    activation=activation)
+        yn = _core.conv1x1(xn, wn, bn, **opts)
+        y = torch.from_numpy(yn)
+        if layout == "NHWC":
+            y = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
+        ctx.opts, ctx.has_bias = opts, b is not None
+        ctx.save_for_backward(x, w, b, y)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, w, b, y = ctx.saved_tensors
+        layout, xn, wn = _numpy_views(x, w)
+        if layout == "NHWC":  # (N, F, Ho, Wo) -> (N, Ho, Wo, F), the core's layout
+            grad, y = grad.permute(0, 2, 3, 1), y.permute(0, 2, 3, 1)
+        gx, gw, gb = _core.conv1x1_backward(
+            grad.detach().numpy(), xn, wn, bias=None if b is None else b.detach().numpy(),
+            has_bias=ctx.has_bias, y=y.detach().numpy(), **ctx.opts,
+        )
+        gxt = torch.from_numpy(gx)
+        gwt = torch.from_numpy(gw)
+        if layout == "NHWC":
+            gxt = gxt.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+            gwt = gwt.t()[:, :, None, None]  # (C/G, F) -> (F, C/G, 1, 1)
+        gbt = None if gb is None else torch.from_numpy(gb)
+        return gxt, gwt.reshape(w.shape), gbt, None, None, None, None
+
+
+def _numpy_views(x: torch.Tensor, w: torch.Tensor) -> tuple[str, np.ndarray, np.ndarray]:
+    """Zero-copy NumPy views in the layout that matches ``x``'s memory: NHWC or NCHW."""
+    xd, wd = x.detach(), w.detach()
+    if x.dim() == 4 and not x.is_contiguous() and x.permute(0, 2, 3, 1).is_contiguous():
+        wm = wd.reshape(wd.shape[0], wd.shape[1]).t()  # (F, C/G) -> (C/G, F)
+        return "NHWC", xd.permute(0, 2, 3, 1).numpy(), wm.numpy()
+    return "NCHW", xd.numpy(), wd.numpy()
