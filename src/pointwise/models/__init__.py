@@ -2,7 +2,7 @@
 
 >>> import pointwise.models as pm
 >>> pm.names("resnet*")
-['resnet101', 'resnet152', 'resnet18', 'resnet34', 'resnet50']
+['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']
 >>> model = pm.create("resnet18", num_classes=10)
 >>> pm.create("resnt50")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
@@ -18,7 +18,8 @@ does not.
 """
 
 from pointwise.models import googlenet, mobilenet, nin, resnet, squeezenet
+from pointwise.models.loader import load_model
 from pointwise.models.registry import Registry, create, names, register_model
 
-__all__ = ["Registry", "create", "googlenet", "mobilenet", "names", "nin", "register_model",
-           "resnet", "squeezenet"]
+__all__ = ["Registry", "create", "googlenet", "load_model", "mobilenet", "names", "nin",
+           "register_model", "resnet", "squeezenet"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -47,8 +48,8 @@ class Registry:
 
     def names(self, pattern: str = "*") -> list[str]:
         """The registered names matching the fnmatch ``pattern`` (``*``, ``?``, ``[ab]``),
-        sorted."""
-        return sorted(n for n in self._fns if fnmatch.fnmatchcase(n, pattern))
+        in natural order (resnet18 before resnet101)."""
+        return sorted((n for n in self._fns if fnmatch.fnmatchcase(n, pattern)), key=_natural)
 
     def create(self, name: str, **kwargs: Any) -> Any:
         """Build the model ``name``; ``kwargs`` go to its entry point.
@@ -75,6 +76,11 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._fns)
+
+
+def _natural(name: str) -> list[Any]:
+    """Sort key that compares digit runs as numbers: resnet18 < resnet50 < resnet101."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 _REGISTRY = Registry()
