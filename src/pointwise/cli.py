@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pointwise {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_explain(sub)
+    _add_models(sub)
+    _add_analyze(sub)
+    _add_cost(sub)
     return parser
 
 
@@ -138,6 +141,173 @@ def _run_explain(args: argparse.Namespace) -> int:
     if path is not None:
         print(f"pointwise: wrote {path}", file=sys.stderr)
     return 0
+
+
+# -------------------------------------------------------------------------------- models
+def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "models", help="list the model zoo's names",
+        description="List the registered models whose names match PATTERN (fnmatch "
+        "wildcards: *, ?, [seq]).",
+    )
+    p.add_argument("pattern", metavar="PATTERN", nargs="?", default="*",
+                   help="e.g. '*resnet*' (default: all)")
+    p.set_defaults(run=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    import pointwise.models as pm
+
+    found = pm.names(args.pattern)
+    if not found:
+        raise ValueError(f"expected a pattern that matches a model, but {args.pattern!r} "
+                         f"matches none of: {', '.join(pm.names())}")
+    print("\n".join(found))
+    return 0
+
+
+# ------------------------------------------------------------------------------- analyze
+def _add_analyze(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "analyze", help="count the params and MACs of a model, layer by layer",
+        description=(
+            "Trace a model on torch's meta device (no arithmetic runs) and count params and "
+            "MACs per layer, per module, and held by 1×1 convs. NAME is a registered model "
+            "(see `pointwise models`); module:attr names, in an importable module, a "
+            "function that returns an nn.Module, or an nn.Module."
+        ),
+    )
+    p.add_argument("model", metavar="NAME|module:attr", help="e.g. resnet50, or mypkg.nets:build")
+    p.add_argument(
+        "--input", metavar="NxCxHxW",
+        help="input shape (default: 1xCx224x224, C the input channels of the model's first "
+        "conv; 1xF for a model that starts with a linear layer of F features)",
+    )
+    p.add_argument("--group-depth", metavar="N", type=_positive,
+                   help="one row per module-name prefix of N parts (1: inception3a, layer1…)")
+    p.add_argument("--savings", action="store_true",
+                   help="what each 1×1 reduction saves the k×k conv it feeds")
+    p.add_argument("--paper", action="store_true",
+                   help="the published table for this model beside our counts "
+                   "(googlenet, mobilenet_v1, resnet18..resnet152)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="table (default), json, or csv (one table: the paper's, the savings, "
+                   "the groups or the layers, the first that was asked for)")
+    p.add_argument("--png", metavar="PATH", help="also draw MACs and params per group to a PNG")
+    p.set_defaults(run=_run_analyze)
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    from pointwise.analysis.papers import paper_table
+    from pointwise.analysis.render import paper_csv
+    from pointwise.analyze import analyze
+    from pointwise.models import load_model
+
+    shape = None if args.input is None else _parse(_input_shape, args.input, "--input")
+    model, name = load_model(args.model)
+    shape = shape or _default_input(model)
+    report = analyze(model, shape, name=name)
+    paper = paper_table(name, report) if args.paper else None
+    depth, savings = args.group_depth, args.savings
+    # Draw first: a PNG that cannot be written fails the command before anything is printed.
+    path = None if args.png is None else report.to_png(args.png, depth=depth or 1)
+    if args.format == "json":
+        d = report.to_dict(depth=depth, savings=savings)
+        if paper is not None:
+            d["paper"] = paper.as_dict()
+        print(json.dumps(d))
+    elif args.format == "csv":
+        print(paper_csv(paper) if paper is not None
+              else report.to_csv(depth=depth, savings=savings), end="")
+    else:
+        text = report.to_text(depth=depth, savings=savings)
+        print(text if paper is None else f"{text}\n\n{paper.to_text()}")
+    if path is not None:
+        print(f"pointwise: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _default_input(model: Any) -> tuple[int, ...]:
+    """1×C×224×224 for the model's first conv, 1×F for a first linear layer."""
+    for m in model.modules():
+        channels = getattr(m, "in_channels", None)
+        if isinstance(channels, int) and hasattr(m, "weight"):
+            return (1, channels, 224, 224)
+        features = getattr(m, "in_features", None)
+        if isinstance(features, int) and hasattr(m, "weight"):
+            return (1, features)
+    return (1, 3, 224, 224)
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    """``"1x3x224x224"`` → (1, 3, 224, 224); ``×`` and ``,`` also separate."""
+    parts = text.lower().replace("×", "x").replace(",", "x").split("x")
+    try:
+        dims = tuple(int(s) for s in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) < 2 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected an input shape like 1x3x224x224 (NxCxHxW), but got {text!r}")
+    return dims
+
+
+# ---------------------------------------------------------------------------------- cost
+def _add_cost(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "cost", help="the cost of a k×k conv, direct and behind a 1×1 reduction",
+        description=(
+            "The classic argument for 1×1 reductions (GoogLeNet, section 5): the MACs and "
+            "weights of a k×k conv on an HxWxC input, and with a 1×1 conv reducing C to R "
+            "channels in front of it. 'same' padding (k // 2)."
+        ),
+    )
+    p.add_argument("--input", metavar="HxWxC", required=True,
+                   help="input size, e.g. 28x28x192 (NxHxWxC for a batch)")
+    p.add_argument("--conv", metavar="KxK:F", required=True,
+                   help="the k×k conv and its output channels, e.g. 5x5:32")
+    p.add_argument("--reduce", metavar="R", type=_positive,
+                   help="channels of the 1×1 reduction in front of it, e.g. 16")
+    p.add_argument("--stride", metavar="S", type=_positive, default=1,
+                   help="stride of the k×k conv (default 1)")
+    p.add_argument("--bias", action="store_true", help="count biases too (default: weights)")
+    p.add_argument("--json", action="store_true", help="print the costs as JSON")
+    p.set_defaults(run=_run_cost)
+
+
+def _run_cost(args: argparse.Namespace) -> int:
+    from pointwise.analysis.render import cost_dict, cost_text
+
+    size = _parse(_shape, args.input, "--input")
+    kernel, f = _parse(_conv_spec, args.conv, "--conv")
+    kw = {"reduce": args.reduce, "stride": args.stride, "bias": args.bias}
+    print(json.dumps(cost_dict(size, kernel, f, **kw)) if args.json
+          else cost_text(size, kernel, f, **kw))
+    return 0
+
+
+def _parse(parse: Callable[[str], Any], text: str, option: str) -> Any:
+    """``parse(text)``, its complaint as a ValueError: one line, as every other error."""
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"argument {option}: {e}") from None
+
+
+def _conv_spec(text: str) -> tuple[tuple[int, int], int]:
+    """``"5x5:32"`` → ((5, 5), 32); ``"3:64"`` is a 3×3 conv."""
+    kernel, _, filters = text.lower().replace("×", "x").partition(":")
+    try:
+        ks = tuple(int(s) for s in kernel.split("x"))
+        f = int(filters)
+    except ValueError:
+        ks, f = (), 0
+    if len(ks) == 1:
+        ks = (ks[0], ks[0])
+    if len(ks) != 2 or min(ks) < 1 or f < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a conv like 5x5:32 (kernel, then output channels), but got {text!r}")
+    return (ks[0], ks[1]), f
 
 
 # ------------------------------------------------------------------ arguments to values
