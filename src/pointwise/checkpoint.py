@@ -1,0 +1,130 @@
+"""Checkpoints that survive a crash at any moment and never unpickle arbitrary objects.
+
+A checkpoint is one ``torch.save`` file holding only tensors and primitive containers
+(dict, list, str, int, float, bool, None): model and optimizer state_dicts, the
+scheduler's, the epoch, the RNG states (as tensors and lists), the config and the data
+split. So :func:`load` can use ``torch.load(..., weights_only=True)``, which refuses any
+other object instead of running its pickle code.
+
+Writing goes through :func:`pointwise._io.atomic_write`: a temporary file in the same
+folder, fsync, ``os.replace``, then an fsync of the folder so the rename itself is on disk.
+A SIGKILL or power cut at any moment therefore leaves the previous checkpoint or the new
+one, never a torn file; the worst case is a stale ``.NAME.*.tmp`` beside it, which
+:func:`remove_stale_temps` clears when training starts again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pointwise._io import atomic_write
+
+__all__ = ["FORMAT", "VERSION", "get_rng_state", "load", "remove_stale_temps", "save",
+           "set_rng_state"]
+
+FORMAT = "pointwise.checkpoint"
+VERSION = 1
+
+
+def save(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Write ``state`` (tensors and primitives only) atomically to ``path``."""
+    path = Path(path)
+    with atomic_write(path) as fh:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, fh)
+    _fsync_dir(path.parent)
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save`.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is truncated or corrupted, holds objects other than tensors
+            and primitives, or is not a pointwise checkpoint (another program's file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"expected a checkpoint file, but {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused an object: never run it
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"expected a checkpoint of tensors and primitives in {str(path)!r}, "
+                         f"but it holds other Python objects, which are not loaded "
+                         f"({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"expected a complete checkpoint in {str(path)!r}, but it is "
+                         f"truncated or corrupted ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); resume from an "
+                         f"earlier copy or start again") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        got = (f"keys {sorted(map(str, state))[:6]}" if isinstance(state, dict)
+               else type(state).__name__)
+        raise ValueError(f"expected a pointwise checkpoint (format {FORMAT!r}) in "
+                         f"{str(path)!r}, but got {got}; checkpoints come from "
+                         f"`pointwise train --out DIR`")
+    if state.get("version") != VERSION:
+        raise ValueError(f"expected checkpoint version {VERSION}, but got "
+                         f"{state.get('version')!r} in {str(path)!r}")
+    return state
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete ``.NAME.*.tmp`` files left beside ``path`` by a writer that was killed."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp"))
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return stale
+
+
+def get_rng_state(loader: torch.Generator | None = None) -> dict[str, Any]:
+    """Every RNG a training step may draw from, as tensors and lists (weights_only-safe)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # MT19937 tuple
+    version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss": py_gauss},
+    }
+    if loader is not None:
+        state["loader"] = loader.get_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], loader: torch.Generator | None = None) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
+    if loader is not None and "loader" in state:
+        loader.set_state(state["loader"])
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable: a folder's entries reach disk only when it is fsynced."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a folder; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
