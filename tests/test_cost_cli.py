@@ -86,7 +86,8 @@ def test_cost_errors_are_one_line(capsys, argv, fragment):
 def test_models_lists_matching_names(capsys):
     code, out, _ = run(capsys, "models", "*resnet*")
     assert code == 0
-    assert out.split() == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    assert out.split() == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                           "resnet_digits"]
     code, out, _ = run(capsys, "models")
     assert code == 0 and out.split() == pm.names()
     assert_one_line_error(*run(capsys, "models", "xyz*"), "'xyz*'")

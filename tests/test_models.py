@@ -25,7 +25,8 @@ NAMES = pm.names()
 
 #: The smallest convenient input per model (C, H, W). The trunks end in adaptive average
 #: pooling (as torchvision's do), so inputs smaller than 224×224 give the same logits shape.
-INPUT = {"nin_digits": (1, 8, 8), "nin_cifar10": (3, 32, 32), "googlenet": (3, 96, 96),
+INPUT = {"nin_digits": (1, 8, 8), "mobilenet_digits": (1, 8, 8), "resnet_digits": (1, 8, 8),
+         "nin_cifar10": (3, 32, 32), "googlenet": (3, 96, 96),
          "googlenet_tv": (3, 96, 96)}
 DEFAULT_INPUT = (3, 32, 32)
 
@@ -87,9 +88,9 @@ def with_random_batchnorm(model: nn.Module) -> nn.Module:
 
 # ------------------------------------------------------------------ every registered model
 def test_the_registry_lists_every_family():
-    every = ["googlenet", "googlenet_tv", "mobilenet_v1", "mobilenet_v2", "nin_cifar10",
-             "nin_digits", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-             "squeezenet1_0", "squeezenet1_1"]
+    every = ["googlenet", "googlenet_tv", "mobilenet_digits", "mobilenet_v1", "mobilenet_v2",
+             "nin_cifar10", "nin_digits", "resnet18", "resnet34", "resnet50", "resnet101",
+             "resnet152", "resnet_digits", "squeezenet1_0", "squeezenet1_1"]
     assert every == NAMES
 
 

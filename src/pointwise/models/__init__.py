@@ -17,9 +17,9 @@ architecture, submodule names match its, so its state_dicts load key for key
 does not.
 """
 
-from pointwise.models import googlenet, mobilenet, nin, resnet, squeezenet
+from pointwise.models import digits, googlenet, mobilenet, nin, resnet, squeezenet
 from pointwise.models.loader import load_model
 from pointwise.models.registry import Registry, create, names, register_model
 
-__all__ = ["Registry", "create", "googlenet", "load_model", "mobilenet", "names", "nin",
+__all__ = ["Registry", "create", "digits", "googlenet", "load_model", "mobilenet", "names", "nin",
            "register_model", "resnet", "squeezenet"]
