@@ -348,13 +348,35 @@ def test_inputs_are_never_modified():
 
 def test_large_blocked_paths_match_reference(monkeypatch):
     # Small blocks force many blocks, so block edges are exercised in both layouts.
-    import pointwise.conv as conv
+    import pointwise._gemm as conv
 
     monkeypatch.setattr(conv, "BLOCK_BYTES", 1024)
     monkeypatch.setattr(conv, "MIN_BLOCK_ROWS", 7)
+    monkeypatch.setattr(conv, "PARALLEL_MIN_MACS", 0)  # share the blocks among the cores
     for layout in ("NHWC", "NCHW"):
         x, w, b = make(layout, 3, (11, 13), 10, 6, 2, True, np.float64, seed=4)
         for opts in (dict(), dict(stride=(2, 3), padding=(1, 0))):
             opts = dict(layout=layout, groups=2, activation="hardswish", **opts)
             np.testing.assert_allclose(pw.conv1x1(x, w, b, **opts),
                                        reference_conv(x, w, b, **opts), rtol=1e-12, atol=1e-12)
+
+
+def test_parallel_blocks_restore_blas_threads_and_propagate_errors(monkeypatch):
+    from pointwise import _blas
+
+    if _blas._blas() is None:
+        pytest.skip("no OpenBLAS found in this process to steer")  # not counted as a pass
+    before = _blas._blas()[1]()
+    x, w, b = make("NHWC", 8, (32, 32), 64, 64, 1, True, np.float32)
+    y = pw.conv1x1(x, w, b, activation="relu")
+    np.testing.assert_allclose(y, reference_conv(x, w, b, activation="relu"), rtol=1e-4,
+                               atol=1e-4)
+    assert _blas._blas()[1]() == before
+
+    def boom(r0, r1):
+        raise RuntimeError("share failed")
+
+    monkeypatch.setattr(_blas, "cores", lambda: 2)
+    with pytest.raises(RuntimeError, match="share failed"):
+        _blas.parallel_rows(10, boom, 1)
+    assert _blas._blas()[1]() == before

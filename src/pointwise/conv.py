@@ -27,15 +27,10 @@ import numpy as np
 
 from pointwise import activations
 from pointwise._dispatch import backend_for
+from pointwise._gemm import forward_channels_first, forward_channels_last
 from pointwise.layout import Problem, check_backward, check_forward, check_out
 
 __all__ = ["conv1x1", "conv1x1_backward"]
-
-# Target size of one block (input rows + output rows) for the fused epilogue. Small enough that
-# the block is still in L2 when the epilogue touches it; large enough that each GEMM keeps both
-# cores busy. Chosen by measurement: benchmarks/bench_block.py.
-BLOCK_BYTES = 1 << 20
-MIN_BLOCK_ROWS = 64
 
 # NaN and Inf propagate as IEEE arithmetic says, silently, as in PyTorch: inf · 0 is NaN.
 def _ieee() -> np.errstate:
@@ -123,10 +118,8 @@ def _forward(p: Problem, y4: np.ndarray) -> None:
     cd = p.compute_dtype
     wg = _grouped_weight(p, cd)
     b = None if p.bias is None else p.bias.astype(cd)
-    if p.channels_last:
-        _forward_channels_last(p, xi, yi, wg, b)
-    else:
-        _forward_channels_first(p, xi, yi, wg, b)
+    run = forward_channels_last if p.channels_last else forward_channels_first
+    run(xi, yi, wg, b, p.activation, cd)
 
 
 def _pixels(p: Problem, a4: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
@@ -177,118 +170,6 @@ def _grouped_weight(p: Problem, dtype: np.dtype) -> np.ndarray:
         return np.ascontiguousarray(w.reshape(cg, g, f // g).transpose(1, 0, 2))  # (G, Cg, Fg)
     f, cg = w.shape
     return np.ascontiguousarray(w.reshape(g, f // g, cg))  # (G, Fg, Cg)
-
-
-def _view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """``a`` reshaped without copying, or None when that needs a copy."""
-    try:
-        return a.reshape(shape, copy=False)
-    except ValueError:
-        return None
-
-
-def _block_rows(c: int, f: int, itemsize: int) -> int:
-    return max(MIN_BLOCK_ROWS, BLOCK_BYTES // max(1, (c + f) * itemsize))
-
-
-# --------------------------------------------------------------------------- channels-last
-def _gemm_rows(xb: np.ndarray, wg: np.ndarray, yb: np.ndarray) -> None:
-    """yb (M, F) = xb (M, C) @ W, per group."""
-    g, cg, fg = wg.shape
-    m = xb.shape[0]
-    if g == 1:
-        np.matmul(xb, wg[0], out=yb)  # (M, C) @ (C, F) -> (M, F)
-        return
-    xg = xb.reshape(m, g, cg).transpose(1, 0, 2)  # (G, M, Cg)
-    yg = yb.reshape(m, g, fg).transpose(1, 0, 2)  # (G, M, Fg)
-    np.matmul(xg, wg, out=yg)  # (G, M, Cg) @ (G, Cg, Fg) -> (G, M, Fg)
-
-
-def _epilogue_rows(yb: np.ndarray, b: np.ndarray | None, act: str | None) -> None:
-    if b is not None:
-        yb += b  # (M, F) + (F,)
-    activations.apply_(yb, act)
-
-
-def _forward_channels_last(
-    p: Problem, xi: np.ndarray, yi: np.ndarray, wg: np.ndarray, b: np.ndarray | None
-) -> None:
-    cd = p.compute_dtype
-    n, hi, wi, c = xi.shape
-    f = yi.shape[3]
-    fused = b is not None or p.activation is not None
-    rows = _block_rows(c, f, cd.itemsize)
-    x2 = _view(xi, (n * hi * wi, c)) if xi.dtype == cd else None  # (M, C)
-    y2 = _view(yi, (n * hi * wi, f)) if yi.dtype == cd else None  # (M, F)
-    if x2 is not None and y2 is not None:
-        # Fast path: zero-copy views. One GEMM, or one GEMM per cache-sized block when fused.
-        step = rows if fused else x2.shape[0]
-        for r0 in range(0, x2.shape[0], step):
-            yb = y2[r0 : r0 + step]
-            _gemm_rows(x2[r0 : r0 + step], wg, yb)
-            _epilogue_rows(yb, b, p.activation)
-        return
-    # General path: gather a block of whole output rows (stride, odd strides, dtype cast),
-    # compute it, then write it into its place in the output.
-    hb = max(1, rows // max(1, wi))
-    scratch = np.empty((min(hb, hi) * wi, f), cd)  # (hb·Wi, F): the one working block
-    for i in range(n):
-        for h0 in range(0, hi, hb):
-            xs = xi[i, h0 : h0 + hb]  # (hb, Wi, C), strided view
-            xb = np.asarray(xs, dtype=cd, order="C").reshape(-1, c)  # (hb·Wi, C)
-            ys = yi[i, h0 : h0 + hb]  # (hb, Wi, F)
-            direct = _view(ys, (xb.shape[0], f)) if ys.dtype == cd else None
-            tb = direct if direct is not None else scratch[: xb.shape[0]]
-            _gemm_rows(xb, wg, tb)
-            _epilogue_rows(tb, b, p.activation)
-            if direct is None:
-                ys[...] = tb.reshape(ys.shape)  # (hb·Wi, F) -> (hb, Wi, F)
-
-
-# -------------------------------------------------------------------------- channels-first
-def _gemm_cols(wg: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> None:
-    """yb (F, P) = W @ xb (C, P), per group."""
-    g, fg, cg = wg.shape
-    if g == 1:
-        np.matmul(wg[0], xb, out=yb)  # (F, C) @ (C, P) -> (F, P)
-        return
-    pcols = xb.shape[1]
-    # (G, Fg, Cg) @ (G, Cg, P) -> (G, Fg, P)
-    np.matmul(wg, xb.reshape(g, cg, pcols), out=yb.reshape(g, fg, pcols))
-
-
-def _epilogue_cols(yb: np.ndarray, b: np.ndarray | None, act: str | None) -> None:
-    if b is not None:
-        yb += b[:, None]  # (F, P) + (F, 1)
-    activations.apply_(yb, act)
-
-
-def _forward_channels_first(
-    p: Problem, xi: np.ndarray, yi: np.ndarray, wg: np.ndarray, b: np.ndarray | None
-) -> None:
-    cd = p.compute_dtype
-    n, c, hi, wi = xi.shape
-    f = yi.shape[1]
-    fused = b is not None or p.activation is not None
-    cols = _block_rows(c, f, cd.itemsize)
-    for i in range(n):
-        x2 = _view(xi[i], (c, hi * wi)) if xi.dtype == cd else None  # (C, P)
-        y2 = _view(yi[i], (f, hi * wi)) if yi.dtype == cd else None  # (F, P)
-        if x2 is not None and y2 is not None:
-            step = cols if fused else x2.shape[1]
-            for j0 in range(0, x2.shape[1], step):
-                yb = y2[:, j0 : j0 + step]  # (F, Pb), row stride P
-                _gemm_cols(wg, x2[:, j0 : j0 + step], yb)
-                _epilogue_cols(yb, b, p.activation)
-            continue
-        hb = max(1, cols // max(1, wi))
-        for h0 in range(0, hi, hb):
-            xs = xi[i, :, h0 : h0 + hb]  # (C, hb, Wi), strided view
-            xb = np.asarray(xs, dtype=cd, order="C").reshape(c, -1)  # (C, hb·Wi)
-            tb = np.empty((f, xb.shape[1]), cd)  # (F, hb·Wi): the one working block
-            _gemm_cols(wg, xb, tb)
-            _epilogue_cols(tb, b, p.activation)
-            yi[i, :, h0 : h0 + hb] = tb.reshape(f, -1, wi)  # (F, hb·Wi) -> (F, hb, Wi)
 
 
 # -------------------------------------------------------------------------------- backward

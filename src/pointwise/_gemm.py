@@ -1,0 +1,206 @@
+"""The forward's inner loop: GEMMs on blocks of pixels, each followed by its epilogue.
+
+The caller (:mod:`pointwise.conv`) has already validated everything and cut the interior
+out of the input and output; here, ``xi`` and ``yi`` are views with the same pixel grid.
+Shapes use one alphabet: N, C (in), F (out), G (groups), M rows of a channels-last block,
+P pixels of a channels-first block.
+
+Two ways to run, picked by the size of the work:
+
+* small (under ``PARALLEL_MIN_MACS``): in order, on the calling thread, BLAS as configured;
+* large: the pixels are cut into blocks that are shared among the cores
+  (:func:`pointwise._blas.parallel_rows`), each core running single-threaded BLAS on its
+  blocks, so the epilogue (bias, activation) runs on every core while its block is still
+  in that core's cache, and no OpenBLAS worker spins against the pool.
+
+Input that cannot be viewed as a matrix (stride, odd strides, a dtype cast) is gathered
+once into a contiguous buffer when the output can be; with padding, block by block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+from pointwise import activations
+from pointwise._blas import cores, parallel_rows
+
+__all__ = ["forward_channels_first", "forward_channels_last"]
+
+# Largest block (its input rows + output rows). Blocks are also cut small enough that every
+# core gets one. Chosen by measurement: benchmarks/bench_block.py (2-4 MiB best).
+BLOCK_BYTES = 1 << 22
+MIN_BLOCK_ROWS = 64
+# Below this many multiply-adds, starting threads costs more than it saves.
+PARALLEL_MIN_MACS = 1 << 21
+
+T = TypeVar("T")
+
+
+def _view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``a`` reshaped without copying, or None when that needs a copy."""
+    try:
+        return a.reshape(shape, copy=False)
+    except ValueError:
+        return None
+
+
+def _block_len(total: int, c: int, f: int, itemsize: int) -> int:
+    """Rows (channels-last) or pixels (channels-first) per block: at most BLOCK_BYTES, and
+    small enough that every core gets a share of ``total``."""
+    by_bytes = BLOCK_BYTES // max(1, (c + f) * itemsize)
+    per_core = -(-total // cores())
+    return max(MIN_BLOCK_ROWS, min(by_bytes, per_core))
+
+
+def _run(tasks: Sequence[T], do: Callable[[T], None], macs: int) -> None:
+    """Do every task: shared among the cores when the work is big enough, else in order."""
+
+    def share(t0: int, t1: int) -> None:
+        for t in tasks[t0:t1]:
+            do(t)
+
+    if macs < PARALLEL_MIN_MACS or not parallel_rows(len(tasks), share, 1):
+        share(0, len(tasks))
+
+
+class _Epilogue:
+    """Bias and activation on blocks, with constants built once per call.
+
+    NumPy's ufuncs are several times faster with a full-size second operand than with a
+    broadcast one (measured in benchmarks/bench_block.py), so the bias is tiled to the block
+    shape once, and ReLU compares against a block of zeros.
+    """
+
+    def __init__(self, b: np.ndarray | None, act: str | None, shape: tuple[int, int],
+                 bias_axis: int, dtype: np.dtype) -> None:
+        self.act = act
+        self.bias = None
+        if b is not None:  # (Mb, F) tile channels-last, (F, Pb) channels-first
+            self.bias = np.ascontiguousarray(
+                np.broadcast_to(b if bias_axis == 1 else b[:, None], shape), dtype=dtype)
+        self.zeros = np.zeros(shape, dtype) if act in ("relu", "relu6") else None
+
+    def __call__(self, yb: np.ndarray) -> None:
+        rows, cols = yb.shape
+        if self.bias is not None:
+            np.add(yb, self.bias[:rows, :cols], out=yb)
+        if self.zeros is not None:
+            np.maximum(yb, self.zeros[:rows, :cols], out=yb)  # propagates NaN, as relu must
+            if self.act == "relu6":
+                np.minimum(yb, 6, out=yb)
+        else:
+            activations.apply_(yb, self.act)
+
+
+# --------------------------------------------------------------------------- channels-last
+def _gemm_rows(xb: np.ndarray, wg: np.ndarray, yb: np.ndarray) -> None:
+    """yb (M, F) = xb (M, C) @ W, per group."""
+    g, cg, fg = wg.shape
+    m = xb.shape[0]
+    if g == 1:
+        np.matmul(xb, wg[0], out=yb)  # (M, C) @ (C, F) -> (M, F)
+        return
+    xg = xb.reshape(m, g, cg).transpose(1, 0, 2)  # (G, M, Cg)
+    yg = yb.reshape(m, g, fg).transpose(1, 0, 2)  # (G, M, Fg)
+    np.matmul(xg, wg, out=yg)  # (G, M, Cg) @ (G, Cg, Fg) -> (G, M, Fg)
+
+
+def forward_channels_last(
+    xi: np.ndarray, yi: np.ndarray, wg: np.ndarray, b: np.ndarray | None, act: str | None,
+    cd: np.dtype,
+) -> None:
+    """yi (N, Hi, Wi, F) = act(xi (N, Hi, Wi, C) @ W + b), with W per group (G, Cg, Fg)."""
+    n, hi, wi, c = xi.shape
+    f = yi.shape[3]
+    m = n * hi * wi
+    macs = m * c * wg.shape[2]
+    rows = _block_len(m, c, f, cd.itemsize)
+    epilogue = _Epilogue(b, act, (rows, f), 1, cd)
+    y2 = _view(yi, (m, f)) if yi.dtype == cd else None  # (M, F)
+    if y2 is not None:
+        x2 = _view(xi, (m, c)) if xi.dtype == cd else None  # (M, C), no copy
+        if x2 is None:  # strided or cast: the one gather, into a contiguous buffer
+            x2 = np.asarray(xi, dtype=cd, order="C").reshape(m, c)  # (M, C)
+
+        def block(r0: int) -> None:
+            yb = y2[r0 : r0 + rows]  # (Mb, F), a view of the output
+            _gemm_rows(x2[r0 : r0 + rows], wg, yb)
+            epilogue(yb)
+
+        _run(range(0, m, rows), block, macs)
+        return
+
+    # Padding or a cast on output: gather whole output rows of one image, compute them, then
+    # write them into their place in the output.
+    hb = max(1, rows // max(1, wi))
+    epilogue = _Epilogue(b, act, (hb * wi, f), 1, cd)
+
+    def gathered(task: tuple[int, int]) -> None:
+        i, h0 = task
+        xs = xi[i, h0 : h0 + hb]  # (hb, Wi, C), strided view
+        xb = np.asarray(xs, dtype=cd, order="C").reshape(-1, c)  # (hb·Wi, C)
+        ys = yi[i, h0 : h0 + hb]  # (hb, Wi, F)
+        direct = _view(ys, (xb.shape[0], f)) if ys.dtype == cd else None
+        tb = direct if direct is not None else np.empty((xb.shape[0], f), cd)  # (hb·Wi, F)
+        _gemm_rows(xb, wg, tb)
+        epilogue(tb)
+        if direct is None:
+            ys[...] = tb.reshape(ys.shape)  # (hb·Wi, F) -> (hb, Wi, F)
+
+    _run([(i, h0) for i in range(n) for h0 in range(0, hi, hb)], gathered, macs)
+
+
+# -------------------------------------------------------------------------- channels-first
+def _gemm_cols(wg: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> None:
+    """yb (F, P) = W @ xb (C, P), per group."""
+    g, fg, cg = wg.shape
+    if g == 1:
+        np.matmul(wg[0], xb, out=yb)  # (F, C) @ (C, P) -> (F, P)
+        return
+    pcols = xb.shape[1]
+    # (G, Fg, Cg) @ (G, Cg, P) -> (G, Fg, P)
+    np.matmul(wg, xb.reshape(g, cg, pcols), out=yb.reshape(g, fg, pcols))
+
+
+def forward_channels_first(
+    xi: np.ndarray, yi: np.ndarray, wg: np.ndarray, b: np.ndarray | None, act: str | None,
+    cd: np.dtype,
+) -> None:
+    """yi (N, F, Hi, Wi) = act(W @ xi (N, C, Hi, Wi) + b), with W per group (G, Fg, Cg)."""
+    n, c, hi, wi = xi.shape
+    f = yi.shape[1]
+    pix = hi * wi
+    macs = n * pix * c * wg.shape[1]
+    cols = _block_len(n * pix, c, f, cd.itemsize)
+    epilogue = _Epilogue(b, act, (f, cols), 0, cd)
+    y3 = _view(yi, (n, f, pix)) if yi.dtype == cd else None  # (N, F, P)
+    if y3 is not None:
+        x3 = _view(xi, (n, c, pix)) if xi.dtype == cd else None  # (N, C, P), no copy
+        if x3 is None:  # strided or cast: the one gather, into a contiguous buffer
+            x3 = np.asarray(xi, dtype=cd, order="C").reshape(n, c, pix)  # (N, C, P)
+
+        def block(task: tuple[int, int]) -> None:
+            i, j0 = task
+            yb = y3[i, :, j0 : j0 + cols]  # (F, Pb), row stride P
+            _gemm_cols(wg, x3[i, :, j0 : j0 + cols], yb)
+            epilogue(yb)
+
+        _run([(i, j0) for i in range(n) for j0 in range(0, pix, cols)], block, macs)
+        return
+
+    hb = max(1, cols // max(1, wi))
+    epilogue = _Epilogue(b, act, (f, hb * wi), 0, cd)
+
+    def gathered(task: tuple[int, int]) -> None:
+        i, h0 = task
+        xs = xi[i, :, h0 : h0 + hb]  # (C, hb, Wi), strided view
+        xb = np.asarray(xs, dtype=cd, order="C").reshape(c, -1)  # (C, hb·Wi)
+        tb = np.empty((f, xb.shape[1]), cd)  # (F, hb·Wi): this task's working block
+        _gemm_cols(wg, xb, tb)
+        epilogue(tb)
+        yi[i, :, h0 : h0 + hb] = tb.reshape(f, -1, wi)  # (F, hb·Wi) -> (F, hb, Wi)
+
+    _run([(i, h0) for i in range(n) for h0 in range(0, hi, hb)], gathered, macs)
