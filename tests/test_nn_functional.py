@@ -16,13 +16,7 @@ F = torch.nn.functional
 PF = pytest.importorskip("pointwise.nn.functional")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one torch thread is faster, and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ACTS = [None, "relu", "relu6", "silu", "hardswish"]
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}

@@ -18,13 +18,7 @@ from pointwise.nn import Conv1x1  # noqa: E402
 F = nn.functional
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one torch thread is faster, and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 OPTIONS = [  # (C, F, stride, padding, groups, bias)
     (4, 6, 1, 0, 1, True),
     (4, 6, 2, 1, 2, False),

@@ -240,14 +240,20 @@ def _default_input(model: Any) -> tuple[int, ...]:
     return (1, 3, 224, 224)
 
 
-def _input_shape(text: str) -> tuple[int, ...]:
-    """``"1x3x224x224"`` → (1, 3, 224, 224); ``×`` and ``,`` also separate."""
+def _dims(text: str) -> tuple[int, ...]:
+    """``"4x5x3"`` → (4, 5, 3); ``×`` and ``,`` also separate; () when it does not parse."""
     parts = text.lower().replace("×", "x").replace(",", "x").split("x")
     try:
         dims = tuple(int(s) for s in parts)
     except ValueError:
-        dims = ()
-    if len(dims) < 2 or min(dims) < 1:
+        return ()
+    return dims if min(dims) >= 1 else ()
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    """``"1x3x224x224"`` → (1, 3, 224, 224)."""
+    dims = _dims(text)
+    if len(dims) < 2:
         raise argparse.ArgumentTypeError(
             f"expected an input shape like 1x3x224x224 (NxCxHxW), but got {text!r}")
     return dims
@@ -362,13 +368,9 @@ def _parse_bias(text: str, x: Any = None) -> np.ndarray:
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    """``"4x5x3"`` → (4, 5, 3); ``×`` and ``,`` also separate."""
-    parts = text.lower().replace("×", "x").replace(",", "x").split("x")
-    try:
-        dims = tuple(int(s) for s in parts)
-    except ValueError:
-        dims = ()
-    if len(dims) not in (3, 4) or min(dims) < 1:
+    """``"4x5x3"`` → (4, 5, 3), HxWxC or NxHxWxC."""
+    dims = _dims(text)
+    if len(dims) not in (3, 4):
         raise argparse.ArgumentTypeError(
             f"expected a shape like 4x5x3 (HxWxC) or 2x4x5x3 (NxHxWxC), but got {text!r}"
         )

@@ -1,0 +1,23 @@
+"""Fixtures shared by the test files."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors: one torch thread is about as fast, and immune to a busy machine.
+
+    Use it in a module with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:  # the module's importorskip has already skipped it
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
