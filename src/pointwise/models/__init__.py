@@ -1,7 +1,7 @@
 """The model zoo: classic architectures whose every 1×1 conv is a ``Conv1x1``.
 
 >>> import pointwise.models as pm
->>> pm.names("resnet*")
+>>> pm.names("resnet[0-9]*")
 ['resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152']
 >>> model = pm.create("resnet18", num_classes=10)
 >>> pm.create("resnt50")  # doctest: +ELLIPSIS
