@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pointwise import __version__, train_cli
+from pointwise import __version__, bench_cli, train_cli
 from pointwise.explain import explain, random_filter, random_input, tutorial_example
 from pointwise.layout import LAYOUTS, as_array
 
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze(sub)
     _add_cost(sub)
     train_cli.add_parsers(sub)
+    bench_cli.add_parsers(sub)
     return parser
 
 
