@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["cores", "parallel_rows"]
 
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _lock = threading.Lock()  # one fused call at a time owns the BLAS thread setting
 _pool: ThreadPoolExecutor | None = None
 
@@ -66,7 +67,7 @@ def cores() -> int:
     blas = _blas()
     if blas is None:
         return 1
-    return max(1, min(blas[1](), len(os.sched_getaffinity(0))))
+    return max(1, min(blas[1](), _CPUS))
 
 
 @contextlib.contextmanager

@@ -48,7 +48,9 @@ LAYOUTS: dict[str, tuple[bool, bool]] = {
 ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "silu", "hardswish")
 
 # Half types are stored as themselves but accumulate in float32.
-_HALF = ("float16", "bfloat16")
+def _is_half(dtype: np.dtype) -> bool:
+    # float16, or ml_dtypes' bfloat16 (looked up by name: ml_dtypes is never imported here)
+    return dtype.itemsize == 2 and (dtype.kind == "f" or dtype.name == "bfloat16")
 
 
 def output_size(size: int, padding: int, stride: int) -> int:
@@ -231,7 +233,11 @@ def _check_weight(
 ) -> np.ndarray:
     """Return the weight as a matrix, (C/G, F) channels-last or (F, C/G) channels-first."""
     fmt = "HWIO (kh, kw, in/groups, out)" if channels_last else "OIHW (out, in/groups, kh, kw)"
-    ctx = f"weight of shape {_fmt(w.shape)} for x of shape {_fmt(x_shape)} in layout {layout!r}"
+
+    def ctx() -> str:  # built only when there is an error to report
+        shapes = f"weight of shape {_fmt(w.shape)} for x of shape {_fmt(x_shape)}"
+        return f"{shapes} in layout {layout!r}"
+
     if w.ndim not in (2, 4):
         hint = ""
         if w.ndim == 3 and channels_last and w.shape[:2] == (1, 1):
@@ -240,7 +246,7 @@ def _check_weight(
                 f"use weight.reshape(1, 1, {w.shape[2]}, 1)"
             )
         raise ValueError(
-            f"expected a 4-D {fmt} or 2-D weight, but got a {w.ndim}-D {ctx}{hint}"
+            f"expected a 4-D {fmt} or 2-D weight, but got a {w.ndim}-D {ctx()}{hint}"
         )
     if w.ndim == 4:
         kernel = w.shape[:2] if channels_last else w.shape[2:]
@@ -251,12 +257,12 @@ def _check_weight(
                 perm = "(2, 3, 1, 0)" if channels_last else "(3, 2, 0, 1)"  # OIHW<->HWIO
                 swap = {"NHWC": "NCHW", "HWC": "CHW", "NCHW": "NHWC", "CHW": "HWC"}[layout]
                 raise ValueError(
-                    f"expected {want} weights in layout {layout!r}, but got {ctx}, "
+                    f"expected {want} weights in layout {layout!r}, but got {ctx()}, "
                     f"which looks like {'OIHW' if channels_last else 'HWIO'}; use "
                     f"weight.transpose{perm}, or pass x in layout={swap!r}"
                 )
             raise ValueError(
-                f"expected a 1×1 kernel, but got a {kernel[0]}×{kernel[1]} kernel in {ctx} "
+                f"expected a 1×1 kernel, but got a {kernel[0]}×{kernel[1]} kernel in {ctx()} "
                 f"({fmt}); pointwise computes 1×1 convolutions only"
             )
         mat = w[0, 0] if channels_last else w[:, :, 0, 0]
@@ -267,7 +273,7 @@ def _check_weight(
     if have != cg:
         expected = _expected_weight(channels_last, cg, w.ndim)
         per = f"{c} input channels" + (f" / {groups} groups" if groups > 1 else "")
-        msg = f"expected weight of shape {expected} ({per}), but got {ctx}"
+        msg = f"expected weight of shape {expected} ({per}), but got {ctx()}"
         # The tutorial's TensorFlow snippet swaps in/out channels: suggest the swap when it fits.
         f_guess = mat.shape[1] if channels_last else mat.shape[0]
         if f_guess == cg:
@@ -283,7 +289,7 @@ def _check_weight(
     f = mat.shape[1] if channels_last else mat.shape[0]
     if groups > 1 and f % groups:
         raise ValueError(
-            f"expected the {f} output channels of {ctx} to be divisible by groups={groups}, "
+            f"expected the {f} output channels of {ctx()} to be divisible by groups={groups}, "
             f"but got a remainder of {f % groups}; pick groups that divide F"
         )
     return mat
@@ -351,7 +357,7 @@ def check_forward(
             f"expected floating inputs for activation={act!r}, but got integer dtype {dtype}; "
             f"cast x and weight with .astype(np.float32)"
         )
-    compute = np.dtype(np.float32) if dtype.name in _HALF else dtype
+    compute = np.dtype(np.float32) if _is_half(dtype) else dtype
     h, w_ = (x4.shape[1], x4.shape[2]) if channels_last else (x4.shape[2], x4.shape[3])
     return Problem(
         x=x4,
