@@ -222,8 +222,10 @@ def choose_kernel(
     * integer dtypes on CPU: ``numpy`` (exact; torch has no integer conv on CPU);
     * channels-last input on CPU, float32/float64, one group, no padding, and at most
       :data:`ADDMM_MAX_MACS` multiply-adds: ``addmm``. There it is as fast as oneDNN's conv2d
-      or faster (1.3–1.5× on small problems, where conv2d's fixed cost dominates); above it
-      conv2d wins by up to 2× (ResNet-50's 28² and 14² layers at N=8);
+      or faster (N=1 layers of up to 14²·64·64: 0.022–0.035 ms against 0.025–0.040 ms);
+      above it conv2d wins or ties (at N=8: GoogLeNet 3a's 192→16/32/64, 0.26–0.94 ms
+      against 0.30–0.98 ms; ResNet-50's layers by up to 1.2×), quiet-machine run of
+      2026-11-25;
     * everything else (NCHW input, CUDA, half types, groups, padding): ``conv2d``.
 
     Measured and not chosen (benchmarks/bench_nn_kernels.py): a per-image ``W @ X_n`` on
@@ -254,7 +256,7 @@ def choose_kernel(
 
 
 #: channels-last: addmm up to this many multiply-adds (N·Ho·Wo·C·F), conv2d above.
-ADDMM_MAX_MACS = 1 << 27
+ADDMM_MAX_MACS = 1 << 22
 
 
 def _run(
