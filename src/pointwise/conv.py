@@ -6,16 +6,15 @@ Pixels that fall in the zero padding give ``act(b[f])``; with groups, channel gr
 input feeds only output group g. Shapes use one alphabet: N, C (in), F (out), H, W, G
 (groups), M = rows of a channels-last block, P = pixels of a channels-first block.
 
-How the work is laid out (DESIGN.md, "Performance design"):
+How the work is laid out (DESIGN.md, "Performance design"; the loops are in ``_gemm.py``):
 
-* channels-last, contiguous: one GEMM ``(M, C) @ (C, F)`` on the ``(N·H·W, C)`` view, no copy;
-* channels-first, contiguous: ``W (F, C) @ X_n (C, H·W)`` per image, no copy;
-* with an epilogue (bias, activation) the GEMM runs on cache-sized blocks of the output and
-  each block is biased and activated while it is still in cache;
-* stride, padding, non-contiguous inputs and half types go block by block through a small
-  gather buffer: the only extra memory is about one block;
-* padding: the interior is computed into its view of the output; the border is filled with
-  ``act(bias)`` once.
+* channels-last: GEMMs ``(M, C) @ (C, F)`` on the ``(N·H·W, C)`` view, no copy;
+* channels-first: ``W (F, C) @ X_n (C, H·W)`` per image, no copy;
+* large problems are cut into cache-sized blocks shared among the cores; each block's bias
+  and activation run right after its GEMM, while it is still in cache;
+* stride, odd strides and dtype casts gather the input once into a contiguous buffer; with
+  padding, the interior is computed block by block into its view of the output, and the
+  border is filled with ``act(bias)`` once.
 """
 
 from __future__ import annotations
@@ -32,8 +31,9 @@ from pointwise.layout import Problem, check_backward, check_forward, check_out
 
 __all__ = ["conv1x1", "conv1x1_backward"]
 
-# NaN and Inf propagate as IEEE arithmetic says, silently, as in PyTorch: inf · 0 is NaN.
+
 def _ieee() -> np.errstate:
+    """NaN and Inf propagate as IEEE arithmetic says, silently, as in PyTorch: inf · 0 is NaN."""
     return np.errstate(invalid="ignore", over="ignore")
 
 
@@ -113,7 +113,7 @@ def _forward(p: Problem, y4: np.ndarray) -> None:
     xi, yi = _interior(p, p.x, y4)
     if xi.size == 0 or yi.size == 0:
         if yi.size:  # C == 0: the sum over channels is empty, so the interior is act(bias)
-            yi[...] = _border_value(p, broadcast=True)
+            yi[...] = _border_value(p)
         return
     cd = p.compute_dtype
     wg = _grouped_weight(p, cd)
@@ -136,17 +136,18 @@ def _interior(p: Problem, x4: np.ndarray, y4: np.ndarray) -> tuple[np.ndarray, n
     return xi, _pixels(p, y4, p.rows.out_slice(), p.cols.out_slice())
 
 
-def _border_value(p: Problem, broadcast: bool = False) -> np.ndarray:
-    """act(bias) per output channel (zeros without bias), shaped to broadcast over pixels."""
+def _border_value(p: Problem) -> np.ndarray:
+    """act(bias) per output channel (zeros without bias), shaped to broadcast over pixels:
+    (F,) channels-last, (F, 1, 1) channels-first."""
     v = np.zeros(p.f, p.compute_dtype) if p.bias is None else p.bias.astype(p.compute_dtype)
     activations.apply_(v, p.activation)
-    return v if p.channels_last or not broadcast else v[:, None, None]
+    return v if p.channels_last else v[:, None, None]
 
 
 def _fill_border(p: Problem, y4: np.ndarray) -> None:
     if p.rows.full and p.cols.full:
         return
-    v = _border_value(p, broadcast=True)
+    v = _border_value(p)
     r, c = p.rows, p.cols
     rs = slice(r.lo, r.lo + r.count)
     if p.channels_last:
