@@ -380,3 +380,29 @@ def test_parallel_blocks_restore_blas_threads_and_propagate_errors(monkeypatch):
     with pytest.raises(RuntimeError, match="share failed"):
         _blas.parallel_rows(10, boom, 1)
     assert _blas._blas()[1]() == before
+
+
+def test_parallel_path_works_in_a_forked_child(monkeypatch):
+    # The pool's threads do not survive fork(); a child must build its own, not hang.
+    import multiprocessing
+
+    import pointwise._gemm as gemm
+
+    monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
+    x, w, b = make("NHWC", 4, (16, 16), 32, 16, 1, True, np.float64)
+    expected = reference_conv(x, w, b, activation="relu")
+    np.testing.assert_allclose(pw.conv1x1(x, w, b, activation="relu"), expected)  # pool made
+
+    def child(conn):
+        y = pw.conv1x1(x, w, b, activation="relu")
+        conn.send(bool(np.allclose(y, expected)))
+
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    proc = ctx.Process(target=child, args=(child_end,))
+    proc.start()
+    ok = parent_end.poll(30) and parent_end.recv()
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+    assert ok, "the forked child hung or computed a wrong result"

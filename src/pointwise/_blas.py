@@ -28,6 +28,18 @@ _lock = threading.Lock()  # one fused call at a time owns the BLAS thread settin
 _pool: ThreadPoolExecutor | None = None
 
 
+def _after_fork_in_child() -> None:
+    # A forked child (a DataLoader worker, say) inherits the pool object but none of its
+    # threads, and possibly a held lock: start both afresh, or the first call would hang.
+    global _lock, _pool
+    _lock = threading.Lock()
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _find_openblas() -> tuple[Callable[[int], None], Callable[[], int]] | None:
     try:
         with open("/proc/self/maps", encoding="utf-8") as fh:
