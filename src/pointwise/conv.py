@@ -14,7 +14,9 @@ How the work is laid out (DESIGN.md, "Performance design"; the loops are in ``_g
   and activation run right after its GEMM, while it is still in cache;
 * stride, odd strides and dtype casts gather the input once into a contiguous buffer; with
   padding, the interior is computed block by block into its view of the output, and the
-  border is filled with ``act(bias)`` once.
+  border is filled with ``act(bias)`` once;
+* small plain float calls (the tutorial's size) skip the planning: ``_fastpath.py`` spots
+  them with a few exact type tests and makes one GEMM; anything else takes the full path.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from pointwise import activations
 from pointwise._dispatch import backend_for
+from pointwise._fastpath import try_forward
 from pointwise._gemm import forward_channels_first, forward_channels_last
 from pointwise.layout import Problem, check_backward, check_forward, check_out
 
@@ -88,6 +91,9 @@ def conv1x1(
                [23, 29, 35],
                [41, 47, 53]])
     """
+    y = try_forward(x, weight, bias, layout, stride, padding, groups, activation, out)
+    if y is not None:  # small plain ndarrays, recognised without the full checks
+        return y
     backend = backend_for(x, weight, bias)
     if backend is not None:  # a torch tensor or JAX array: that library computes it
         return backend.conv1x1(

@@ -1,0 +1,126 @@
+"""The lean path for small plain calls agrees with the full path, and steps aside otherwise."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import pointwise as pw
+from oracle import reference_conv
+from pointwise import _fastpath
+from pointwise.layout import check_forward
+
+RNG = np.random.default_rng(7)
+
+
+def _full(x, w, b, **kw):
+    """The full path: the same call with an explicit ``out=``, which the fast path declines."""
+    p = check_forward(x, w, b, **kw)
+    y = np.empty(p.out_shape, p.dtype)
+    return pw.conv1x1(x, w, b, out=y, **kw)
+
+
+CASES = [
+    # layout, x shape, weight shape
+    ("NHWC", (2, 3, 5, 4), (4, 6)),
+    ("NHWC", (1, 3, 3, 2), (1, 1, 2, 1)),  # the tutorial's shapes, HWIO filter
+    ("HWC", (3, 3, 2), (2, 1)),
+    ("NCHW", (2, 4, 3, 5), (6, 4)),
+    ("NCHW", (3, 4, 2, 2), (6, 4, 1, 1)),  # OIHW
+    ("CHW", (4, 7, 1), (3, 4)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize(("layout", "xs", "ws"), CASES)
+def test_fast_path_matches_full_path_and_reference(layout, xs, ws, activation, bias, dtype):
+    x = RNG.standard_normal(xs).astype(dtype)
+    w = RNG.standard_normal(ws).astype(dtype)
+    b = RNG.standard_normal(ws[1] if layout in ("NHWC", "HWC") else ws[0]).astype(dtype) \
+        if bias else None
+    fast = _fastpath.try_forward(x, w, b, layout, 1, 0, 1, activation, None)
+    assert fast is not None, "this plain small call should take the fast path"
+    y = pw.conv1x1(x, w, b, layout=layout, activation=activation)
+    full = _full(x, w, b, layout=layout, activation=activation)
+    assert y.dtype == full.dtype == dtype and y.shape == full.shape
+    assert y.flags.c_contiguous and not np.shares_memory(y, x)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, full, rtol=tol, atol=tol)
+    ref = reference_conv(x, w, b, layout=layout, activation=activation)
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"stride": 2}, {"stride": (1, 1)}, {"padding": 1}, {"padding": np.int64(0)},
+        {"groups": 2}, {"activation": "silu"}, {"activation": "RELU"},
+        {"activation": np.array(["relu"])}, {"layout": ["NHWC"]}, {"layout": "nhwc"},
+        {"out": np.empty((1, 2, 2, 4), np.float32)},
+    ],
+)
+def test_fast_path_declines_anything_but_plain_calls(kwargs):
+    x = RNG.standard_normal((1, 2, 2, 4)).astype(np.float32)
+    w = RNG.standard_normal((4, 4)).astype(np.float32)
+    args = {"layout": "NHWC", "stride": 1, "padding": 0, "groups": 1, "activation": None,
+            "out": None, **kwargs}
+    assert _fastpath.try_forward(x, w, None, args["layout"], args["stride"], args["padding"],
+                                 args["groups"], args["activation"], args["out"]) is None
+
+
+@pytest.mark.parametrize(
+    ("x", "w", "b"),
+    [
+        (np.ones((1, 2, 2, 3), np.float32), np.ones((3, 2), np.float64), None),  # dtypes differ
+        (np.ones((1, 2, 2, 3), np.int64), np.ones((3, 2), np.int64), None),  # ints: exact path
+        (np.ones((1, 2, 2, 3), np.float16), np.ones((3, 2), np.float16), None),  # half
+        (np.ones((1, 2, 2, 3), ">f4"), np.ones((3, 2), ">f4"), None),  # byte-swapped
+        (np.ones((1, 2, 2, 3), np.float32), np.ones((4, 2), np.float32), None),  # C mismatch
+        (np.ones((1, 2, 2, 3), np.float32), np.ones((3, 2, 1, 1), np.float32), None),  # OIHW
+        (np.ones((1, 2, 2, 3), np.float32), np.ones((3, 2), np.float32),
+         np.ones(3, np.float32)),  # bias length
+        (np.ones((1, 2, 2, 3), np.float32), np.ones((3, 2), np.float32), [1.0, 2.0]),  # list
+        (np.ones((2, 2, 3), np.float32), np.ones((3, 2), np.float32), None),  # 3-D for NHWC
+        (np.ones((0, 2, 2, 3), np.float32), np.ones((3, 2), np.float32), None),  # empty
+        (np.ones((1, 2, 2, 0), np.float32), np.ones((0, 2), np.float32), None),  # C = 0
+        (np.ones((8, 64, 64, 64), np.float32), np.ones((64, 64), np.float32), None),  # large
+        (np.ma.ones((1, 2, 2, 3), np.float32), np.ones((3, 2), np.float32), None),  # subclass
+    ],
+)
+def test_fast_path_leaves_odd_or_large_calls_to_the_full_path(x, w, b):
+    assert _fastpath.try_forward(x, w, b, "NHWC", 1, 0, 1, None, None) is None
+
+
+def test_bad_calls_get_the_full_paths_errors():
+    x = np.ones((1, 3, 3, 2), np.float32)
+    with pytest.raises(ValueError, match=r"\(1, 1, 2, 1\)"):  # the tutorial's filter mistake
+        pw.conv1x1(x, np.ones((1, 1, 1, 2), np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        pw.conv1x1(x, np.ones((2, 1), np.float64))
+
+
+def test_fast_path_keeps_ieee_results_without_warnings():
+    x = np.array([[[[np.inf, 1.0], [np.nan, 0.0]]]], np.float32)  # (1, 1, 2, 2)
+    w = np.array([[0.0, 1.0], [1.0, -1.0]], np.float32)  # (2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = pw.conv1x1(x, w, activation="relu")
+    full = _full(x, w, None, activation="relu")
+    np.testing.assert_array_equal(y, full)  # inf·0 = NaN and NaN stays NaN through relu
+    assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 1]).all()
+
+
+def test_fast_path_never_writes_its_inputs():
+    x = RNG.standard_normal((1, 3, 3, 2)).astype(np.float32)
+    w = RNG.standard_normal((2, 3)).astype(np.float32)
+    b = RNG.standard_normal(3).astype(np.float32)
+    for a in (x, w, b):
+        a.flags.writeable = False
+    before = (x.copy(), w.copy(), b.copy())
+    pw.conv1x1(x, w, b, activation="relu")
+    for a, a0 in zip((x, w, b), before, strict=True):
+        np.testing.assert_array_equal(a, a0)
