@@ -12,7 +12,7 @@ from typing import Any
 from pointwise._io import atomic_write
 
 HEADER = ("impl", "layout", "median ms", "min–max ms", "GFLOP/s", "%roof", "×best",
-          "flt/call", "rel err")
+          "flt/call", "peak MiB", "rel err")
 
 
 def _g(v: float) -> str:
@@ -22,13 +22,14 @@ def _g(v: float) -> str:
 def _cells(r: dict[str, Any]) -> list[str]:
     base = [r["impl"], r["layout"]]
     if not r["verified"]:
-        return [*base, "FAILED", r.get("error", "")[:60], "", "", "", "", ""]
+        return [*base, "FAILED", r.get("error", "")[:60], "", "", "", "", "", ""]
     if "median_ms" not in r:
-        return [*base] + ["-"] * 7
+        return [*base] + ["-"] * 8
     ratio = r.get("vs_best_peer")
     return [*base, _g(r["median_ms"]), f"{_g(r['min_ms'])}–{_g(r['max_ms'])}",
                    f"{r['gflops']:.1f}", f"{r['pct_roof']:.0f}",
                    "-" if ratio is None else f"{ratio:.2f}", f"{r['faults_per_call']:.1f}",
+                   f"{r['peak_extra_mib']:.2f}" if "peak_extra_mib" in r else "-",
                    f"{r['rel_err']:.1e}"]
 
 
@@ -65,7 +66,8 @@ def header(env: dict[str, Any], roofs: dict[str, Any], missing: list[str]) -> st
         "fp32; every output verified against a float64 reference before timing; "
         "×best = best peer's median / row's median in the same layout (>1 = faster than "
         "every peer); %roof = GFLOP/s / min(GEMM, intensity × bandwidth); flt/call = minor "
-        "page faults per call",
+        "page faults per call; peak MiB = NumPy memory one call held above its start "
+        "(tracemalloc; '-' where the library allocates out of its sight)",
     ])
 
 

@@ -97,7 +97,9 @@ def _run(impls: list[h.Impl], st: Settings, say: Callable[[str], None],
          label: str) -> float:
     for note in h.verify(impls, st.rtol):
         say(f"{label}: {note}")
-    return h.measure(impls, st.repeats, st.target_s, st.warm_s, st.settle_s)
+    h.peak_memory(impls)
+    return h.measure(impls, st.repeats, st.target_s, st.warm_s, st.settle_s,
+                     retries=0 if st.quick else h.RETRIES)
 
 
 def run_ops(shapes: list[Shape], st: Settings, roofs: dict[str, Any],

@@ -1,0 +1,55 @@
+"""The forward's temporary memory stays within its blocks, measured with tracemalloc.
+
+NumPy reports its array buffers to tracemalloc, so the peak of one call above what was
+allocated before it counts every temporary the call made. With ``out=``, the plain conv
+makes none; bias and ReLU add their per-block constants (a bias tile and a zeros tile, each
+at most one block of output); a stride > 1 adds the one gather of the strided input.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import pointwise as pw
+from pointwise import _gemm
+
+RNG = np.random.default_rng(3)
+
+
+def _peak_extra(fn) -> int:
+    fn()  # thread pool and caches exist before the measured call
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize(("h", "c", "f", "stride"),
+                         [(56, 64, 256, 1), (28, 512, 128, 1), (112, 32, 16, 1),
+                          (56, 256, 512, 2)])
+@pytest.mark.parametrize("fused", [False, True])
+def test_forward_temporaries_are_bounded_by_one_block_and_the_gather(layout, h, c, f, stride,
+                                                                     fused):
+    n = 8
+    ho = (h - 1) // stride + 1
+    cl = layout == "NHWC"
+    x = RNG.standard_normal((n, h, h, c) if cl else (n, c, h, h), dtype=np.float32)
+    w = RNG.standard_normal((c, f) if cl else (f, c), dtype=np.float32)
+    b = RNG.standard_normal(f, dtype=np.float32) if fused else None
+    y = np.empty((n, ho, ho, f) if cl else (n, f, ho, ho), np.float32)
+    act = "relu" if fused else None
+    extra = _peak_extra(lambda: pw.conv1x1(x, w, b, layout=layout, stride=stride,
+                                           activation=act, out=y))
+    gather = n * ho * ho * c * 4 if stride > 1 else 0
+    block = _gemm.BLOCK_BYTES * (1 if cl else 2)
+    small = 64 << 10  # views, the task list and other Python bookkeeping
+    bound = gather + (2 * block if fused else 0) + small
+    assert extra <= bound, (extra, bound)
+    assert extra < y.nbytes or stride > 1  # never a full-size temporary
