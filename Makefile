@@ -35,7 +35,8 @@ lint: $(VENV)/.test
 	$(VENV)/bin/mypy
 
 bench: $(VENV)/.test
-	$(PY) benchmarks/bench_conv.py
+	$(PY) benchmarks/bench_conv.py --suite ops --json results/ --png results/ops.png
+	$(PY) benchmarks/bench_conv.py --suite models --json results/ --png results/models.png
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -25,7 +25,7 @@ def test_import_pointwise_does_not_import_bench_or_torch() -> None:
 
 
 def test_quick_ops_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    js, png = tmp_path / "out.json", tmp_path / "out.png"
+    js, png = tmp_path / "out.json", tmp_path / "new" / "out.png"  # folders are created
     rc = bench_cli.main(["bench", "--suite", "ops", "--quick", "--repeats", "1",
                          "--shapes", "googlenet3a 28x28 192->16,toy",
                          "--json", str(js), "--png", str(png)])
@@ -43,6 +43,9 @@ def test_quick_ops_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert {r["shape"] for r in rows} == {"googlenet3a 28x28 192->16", "toy 3x3 2->1 N=1"}
     assert {r["mode"] for r in rows} == {"forward", "forward+bias+relu", "backward"}
     assert not doc["failed"]
+    report.write_json(f"{tmp_path / 'runs'}/", doc)  # a trailing slash: a folder to create
+    saved = list((tmp_path / "runs").glob("bench-ops-*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["rows"] == rows
     for r in rows:
         assert r["verified"] and r["rel_err"] <= 1e-4, r
         for key in ("median_ms", "min_ms", "max_ms", "gflops", "pct_roof", "faults_per_call"):

@@ -78,8 +78,14 @@ def default_name(env: dict[str, Any], suite: str) -> str:
 
 
 def _target(path: str, env: dict[str, Any], suite: str, ext: str) -> str:
-    if os.path.isdir(path):
+    """``path`` itself, or a file named after the environment when ``path`` is a folder (an
+    existing one, or one spelled with a trailing slash). Missing folders are created."""
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        os.makedirs(path, exist_ok=True)
         return os.path.join(path, default_name(env, suite) + ext)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
     return path
 
 
