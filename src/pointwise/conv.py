@@ -29,7 +29,7 @@ import numpy as np
 from pointwise import activations
 from pointwise._dispatch import backend_for
 from pointwise._fastpath import try_forward
-from pointwise._gemm import forward_channels_first, forward_channels_last
+from pointwise._gemm import _view, forward_channels_first, forward_channels_last
 from pointwise.layout import Problem, check_backward, check_forward, check_out
 
 __all__ = ["conv1x1", "conv1x1_backward"]
@@ -243,7 +243,9 @@ def _backward(
         gb = gz.sum(axis=(0, 2, 3)) if has_bias else None  # (F,)
     xi, gzi = _interior(p, p.x, gz)
     wg = _grouped_weight(p, cd)
-    gx4 = np.zeros(p.x.shape, p.dtype)  # pixels skipped by the stride get no gradient
+    # Pixels skipped by the stride get no gradient. When every pixel is read (the interior
+    # view is all of x), the GEMM writes all of grad_x and the zeros are never needed.
+    gx4 = (np.empty if xi.shape == p.x.shape else np.zeros)(p.x.shape, p.dtype)
     gxi = _pixels(p, gx4, p.rows.in_slice(), p.cols.in_slice())  # the pixels that were read
     if p.channels_last:
         gw = _backward_channels_last(p, xi, gzi, wg, gxi)
@@ -288,8 +290,13 @@ def _backward_channels_last(
     gzg = gz2.reshape(m, g, fg).transpose(1, 0, 2)  # (G, M, Fg)
     xg = x2.reshape(m, g, cg).transpose(1, 2, 0)  # (G, Cg, M)
     gw = np.matmul(xg, gzg)  # (G, Cg, M) @ (G, M, Fg) -> (G, Cg, Fg)
-    gx = np.matmul(gzg, wg.transpose(0, 2, 1))  # (G, M, Fg) @ (G, Fg, Cg) -> (G, M, Cg)
-    gxi[...] = gx.transpose(1, 0, 2).reshape(n, hi, wi, c)  # (G, M, Cg) -> (N, Hi, Wi, C)
+    wt = wg.transpose(0, 2, 1)  # (G, Fg, Cg)
+    gx2 = _view(gxi, (m, c)) if gxi.dtype == p.compute_dtype else None  # (M, C), no copy
+    if gx2 is not None:  # every pixel was read: write grad_x in place, no temporary
+        np.matmul(gzg, wt, out=gx2.reshape(m, g, cg).transpose(1, 0, 2))  # -> (G, M, Cg)
+    else:
+        gx = np.matmul(gzg, wt)  # (G, M, Fg) @ (G, Fg, Cg) -> (G, M, Cg)
+        gxi[...] = gx.transpose(1, 0, 2).reshape(n, hi, wi, c)  # (G, M, Cg) -> (N, Hi, Wi, C)
     return gw.transpose(1, 0, 2).reshape(cg, g * fg)  # (G, Cg, Fg) -> (Cg, F)
 
 
@@ -302,6 +309,11 @@ def _backward_channels_first(
     x3 = np.asarray(xi, dtype=p.compute_dtype, order="C").reshape(n, g, cg, pix)  # (N,G,Cg,P)
     gz3 = np.ascontiguousarray(gzi).reshape(n, g, fg, pix)  # (N, G, Fg, P)
     gw = np.matmul(gz3, x3.swapaxes(-1, -2)).sum(axis=0)  # (N,G,Fg,P)@(N,G,P,Cg) -> (G,Fg,Cg)
-    gx = np.matmul(wg.transpose(0, 2, 1), gz3)  # (G, Cg, Fg) @ (N, G, Fg, P) -> (N, G, Cg, P)
-    gxi[...] = gx.reshape(n, c, hi, wi)  # (N, G, Cg, P) -> (N, C, Hi, Wi)
+    wt = wg.transpose(0, 2, 1)  # (G, Cg, Fg)
+    gx4 = _view(gxi, (n, g, cg, pix)) if gxi.dtype == p.compute_dtype else None  # no copy
+    if gx4 is not None:  # every pixel was read: write grad_x in place, no temporary
+        np.matmul(wt, gz3, out=gx4)  # (G, Cg, Fg) @ (N, G, Fg, P) -> (N, G, Cg, P)
+    else:
+        gx = np.matmul(wt, gz3)  # (G, Cg, Fg) @ (N, G, Fg, P) -> (N, G, Cg, P)
+        gxi[...] = gx.reshape(n, c, hi, wi)  # (N, G, Cg, P) -> (N, C, Hi, Wi)
     return gw.reshape(g * fg, cg)  # (G, Fg, Cg) -> (F, Cg)
