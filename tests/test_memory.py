@@ -53,3 +53,33 @@ def test_forward_temporaries_are_bounded_by_one_block_and_the_gather(layout, h, 
     bound = gather + (2 * block if fused else 0) + small
     assert extra <= bound, (extra, bound)
     assert extra < y.nbytes or stride > 1  # never a full-size temporary
+
+
+def test_kept_epilogue_constants_follow_every_change_of_bias():
+    """The bias tile is kept between calls; every new bias must refill it."""
+    x = RNG.standard_normal((8, 28, 28, 64), dtype=np.float32)
+    w = RNG.standard_normal((64, 96), dtype=np.float32)
+    y = np.empty((8, 28, 28, 96), np.float32)
+    biases = [RNG.standard_normal(96, dtype=np.float32) for _ in range(3)]
+    biases += [np.zeros(96, np.float32), np.full(96, -0.0, np.float32)]
+    plain = pw.conv1x1(x, w)
+    for b in biases + biases[::-1]:
+        pw.conv1x1(x, w, b, activation="relu", out=y)
+        np.testing.assert_array_equal(y, np.maximum(plain + b, 0))
+
+
+def test_kept_epilogue_constants_are_per_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = RNG.standard_normal((8, 32, 32, 48), dtype=np.float32)
+    w = RNG.standard_normal((48, 64), dtype=np.float32)
+    plain = pw.conv1x1(x, w)
+    biases = [RNG.standard_normal(64, dtype=np.float32) for _ in range(8)]
+
+    def run(b):
+        return [pw.conv1x1(x, w, b, activation="relu") for _ in range(5)]
+
+    with ThreadPoolExecutor(4) as ex:
+        for b, ys in zip(biases, ex.map(run, biases), strict=True):
+            for y in ys:
+                np.testing.assert_array_equal(y, np.maximum(plain + b, 0))

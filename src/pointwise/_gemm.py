@@ -5,13 +5,17 @@ out of the input and output; here, ``xi`` and ``yi`` are views with the same pix
 Shapes use one alphabet: N, C (in), F (out), G (groups), M rows of a channels-last block,
 P pixels of a channels-first block.
 
-Two ways to run, picked by the size of the work:
+Three ways to run:
 
-* small (under ``PARALLEL_MIN_MACS``): in order, on the calling thread, BLAS as configured;
-* large: the pixels are cut into blocks that are shared among the cores
+* no epilogue, and the output is a view: one GEMM over all pixels on OpenBLAS's own threads,
+  exactly what ``np.matmul`` does (blocks would only re-pack the weight);
+* an epilogue and little work (under ``POOL_MIN_MACS``): the blocks in order on the calling
+  thread, BLAS as configured;
+* an epilogue and more work: the pixels are cut into blocks, an equal number per core
   (:func:`pointwise._blas.parallel_rows`), each core running single-threaded BLAS on its
   blocks, so the epilogue (bias, activation) runs on every core while its block is still
-  in that core's cache, and no OpenBLAS worker spins against the pool.
+  in that core's cache, and no OpenBLAS worker spins against the pool. The epilogue's
+  constant blocks (the tiled bias, the zeros) are kept per thread between calls.
 
 Input that cannot be viewed as a matrix (stride, odd strides, a dtype cast) is gathered
 once into a contiguous buffer when the output can be; with padding, block by block.
@@ -19,6 +23,7 @@ once into a contiguous buffer when the output can be; with padding, block by blo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -39,6 +44,9 @@ BLOCK_BYTES = 1 << 20
 MIN_BLOCK_ROWS = 64
 # Below this many multiply-adds, starting threads costs more than it saves.
 PARALLEL_MIN_MACS = 1 << 21
+# Fused calls below this many multiply-adds run their blocks in order on OpenBLAS's threads:
+# waking the pool's thread costs ~0.1 ms here, more than the per-core epilogue saves.
+POOL_MIN_MACS = 1 << 25
 
 T = TypeVar("T")
 
@@ -51,12 +59,25 @@ def _view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
         return None
 
 
-def _block_len(total: int, c: int, f: int, itemsize: int, budget: int) -> int:
-    """Rows (channels-last) or pixels (channels-first) per block: at most ``budget`` bytes, and
-    small enough that every core gets a share of ``total``."""
-    by_bytes = budget // max(1, (c + f) * itemsize)
-    per_core = -(-total // cores())
-    return max(MIN_BLOCK_ROWS, min(by_bytes, per_core))
+def _blocks(total: int, c: int, f: int, itemsize: int, budget: int | None,
+            units: int = 1) -> int:
+    """Length of a block of ``total`` rows (channels-last) or pixels per image
+    (channels-first, ``units`` = images), so that the block count is a multiple of the cores.
+
+    Every core then gets the same number of equal blocks (a 3-to-2 split of 5 blocks left one
+    core idle for a fifth of the time). ``budget`` caps the bytes of a block's input and output
+    rows, so that the fused epilogue finds the block in cache; without an epilogue it is None,
+    and each core gets one share.
+    """
+    n = cores()
+    per_unit = 1 if budget is None else -(-total * (c + f) * itemsize // budget)
+    per_unit = max(1, min(per_unit, -(-total // MIN_BLOCK_ROWS)))
+    k = per_unit
+    while (k * units) % n and k < per_unit + n:  # round the count up to a multiple of n
+        k += 1
+    if (k * units) % n:
+        k = per_unit
+    return max(1, -(-total // k))
 
 
 def _run(tasks: Sequence[T], do: Callable[[T], None], macs: int) -> None:
@@ -66,8 +87,37 @@ def _run(tasks: Sequence[T], do: Callable[[T], None], macs: int) -> None:
         for t in tasks[t0:t1]:
             do(t)
 
-    if macs < PARALLEL_MIN_MACS or not parallel_rows(len(tasks), share, 1):
+    if macs < POOL_MIN_MACS or not parallel_rows(len(tasks), share, 1):
         share(0, len(tasks))
+
+
+# The epilogue's constant blocks, kept per thread between calls: allocating and filling them
+# afresh cost 0.6 ms of a 6.7 ms call at 7² 512→2048 (page faults and a memset). They are
+# bounded by one block each (BLOCK_BYTES channels-last, twice that channels-first).
+_scratch = threading.local()
+
+
+def _zeros(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """A read-only block of zeros of ``shape``, reused by this thread."""
+    n = shape[0] * shape[1]
+    cache: dict[np.dtype, np.ndarray] = _scratch.__dict__.setdefault("zeros", {})
+    z = cache.get(dtype)
+    if z is None or z.size < n:
+        z = cache[dtype] = np.zeros(n, dtype)
+    return z[:n].reshape(shape)
+
+
+def _bias_tile(b: np.ndarray, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """``b`` broadcast to ``shape``, contiguous; refilled only when the bias or shape change."""
+    key = (dtype, shape, b.shape)
+    slot = _scratch.__dict__.get("bias")
+    data = b.tobytes()  # bitwise: -0.0 and NaN payloads count as different biases
+    if slot is not None and slot[0] == key and slot[1] == data:
+        return slot[2]
+    tile = slot[2] if slot is not None and slot[0] == key else np.empty(shape, dtype)
+    tile[...] = b
+    _scratch.bias = (key, data, tile)
+    return tile
 
 
 class _Epilogue:
@@ -83,9 +133,8 @@ class _Epilogue:
         self.act = act
         self.bias = None
         if b is not None:  # (Mb, F) tile channels-last, (F, Pb) channels-first
-            self.bias = np.ascontiguousarray(
-                np.broadcast_to(b if bias_axis == 1 else b[:, None], shape), dtype=dtype)
-        self.zeros = np.zeros(shape, dtype) if act in ("relu", "relu6") else None
+            self.bias = _bias_tile(b if bias_axis == 1 else b[:, None], shape, dtype)
+        self.zeros = _zeros(shape, dtype) if act in ("relu", "relu6") else None
 
     def __call__(self, yb: np.ndarray) -> None:
         rows, cols = yb.shape
@@ -121,13 +170,18 @@ def forward_channels_last(
     f = yi.shape[3]
     m = n * hi * wi
     macs = m * c * wg.shape[2]
-    rows = _block_len(m, c, f, cd.itemsize, BLOCK_BYTES)
+    fused = b is not None or act is not None
+    rows = _blocks(m, c, f, cd.itemsize, BLOCK_BYTES if fused else None)
     epilogue = _Epilogue(b, act, (rows, f), 1, cd)
     y2 = _view(yi, (m, f)) if yi.dtype == cd else None  # (M, F)
     if y2 is not None:
         x2 = _view(xi, (m, c)) if xi.dtype == cd else None  # (M, C), no copy
         if x2 is None:  # strided or cast: the one gather, into a contiguous buffer
             x2 = np.asarray(xi, dtype=cd, order="C").reshape(m, c)  # (M, C)
+
+        if not fused:  # one GEMM on OpenBLAS's own threads: np.matmul's speed exactly
+            _gemm_rows(x2, wg, y2)  # (M, C) @ (C, F) -> (M, F)
+            return
 
         def block(r0: int) -> None:
             yb = y2[r0 : r0 + rows]  # (Mb, F), a view of the output
@@ -139,7 +193,8 @@ def forward_channels_last(
 
     # Padding or a cast on output: gather whole output rows of one image, compute them, then
     # write them into their place in the output.
-    hb = max(1, rows // max(1, wi))
+    # The gathered copies are working memory: blocks stay within the budget even unfused.
+    hb = max(1, _blocks(m, c, f, cd.itemsize, BLOCK_BYTES) // max(1, wi))
     epilogue = _Epilogue(b, act, (hb * wi, f), 1, cd)
 
     def gathered(task: tuple[int, int]) -> None:
@@ -178,13 +233,20 @@ def forward_channels_first(
     f = yi.shape[1]
     pix = hi * wi
     macs = n * pix * c * wg.shape[1]
-    cols = _block_len(n * pix, c, f, cd.itemsize, 2 * BLOCK_BYTES)
+    fused = b is not None or act is not None
+    cols = _blocks(pix, c, f, cd.itemsize, 2 * BLOCK_BYTES if fused else None, units=n)
     epilogue = _Epilogue(b, act, (f, cols), 0, cd)
     y3 = _view(yi, (n, f, pix)) if yi.dtype == cd else None  # (N, F, P)
     if y3 is not None:
         x3 = _view(xi, (n, c, pix)) if xi.dtype == cd else None  # (N, C, P), no copy
         if x3 is None:  # strided or cast: the one gather, into a contiguous buffer
             x3 = np.asarray(xi, dtype=cd, order="C").reshape(n, c, pix)  # (N, C, P)
+
+        if not fused:  # one batched GEMM on OpenBLAS's own threads, as np.matmul
+            g, fg, cg = wg.shape
+            # (G, Fg, Cg) @ (N, G, Cg, P) -> (N, G, Fg, P)
+            np.matmul(wg, x3.reshape(n, g, cg, pix), out=y3.reshape(n, g, fg, pix))
+            return
 
         def block(task: tuple[int, int]) -> None:
             i, j0 = task
@@ -195,7 +257,7 @@ def forward_channels_first(
         _run([(i, j0) for i in range(n) for j0 in range(0, pix, cols)], block, macs)
         return
 
-    hb = max(1, cols // max(1, wi))
+    hb = max(1, _blocks(pix, c, f, cd.itemsize, 2 * BLOCK_BYTES, units=n) // max(1, wi))
     epilogue = _Epilogue(b, act, (f, hb * wi), 0, cd)
 
     def gathered(task: tuple[int, int]) -> None:

@@ -10,8 +10,8 @@ How the work is laid out (DESIGN.md, "Performance design"; the loops are in ``_g
 
 * channels-last: GEMMs ``(M, C) @ (C, F)`` on the ``(N·H·W, C)`` view, no copy;
 * channels-first: ``W (F, C) @ X_n (C, H·W)`` per image, no copy;
-* large problems are cut into cache-sized blocks shared among the cores; each block's bias
-  and activation run right after its GEMM, while it is still in cache;
+* with bias or activation, large problems are cut into cache-sized blocks shared among the
+  cores; each block's bias and activation run right after its GEMM, while it is in cache;
 * stride, odd strides and dtype casts gather the input once into a contiguous buffer; with
   padding, the interior is computed block by block into its view of the output, and the
   border is filled with ``act(bias)`` once;

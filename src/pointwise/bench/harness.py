@@ -39,7 +39,7 @@ from typing import Any
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 BUSY = 0.10  # share of the machine other processes may take before a problem is re-run
 RETRIES = 2
-NUMPY_RUNTIMES = ("openblas",)  # runtimes whose allocations tracemalloc sees
+NUMPY_RUNTIMES = ("openblas", "pointwise")  # runtimes whose allocations tracemalloc sees
 
 
 # ----------------------------------------------------------------------------- threads

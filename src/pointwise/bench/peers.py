@@ -76,9 +76,9 @@ def forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int,
     nhwc = _checker(ref, lambda y: y)
     nchw = _checker(ref, _nchw_to_nhwc)
     impls = [
-        Impl("pointwise", "pointwise", "NHWC", "openblas",
+        Impl("pointwise", "pointwise", "NHWC", "pointwise",
              lambda: pw.conv1x1(x, w_hwio, b, stride=s, activation=act, out=y_nhwc), nhwc),
-        Impl("pointwise", "pointwise", "NCHW", "openblas",
+        Impl("pointwise", "pointwise", "NCHW", "pointwise",
              lambda: pw.conv1x1(x_nchw, w_oihw, b, layout="NCHW", stride=s, activation=act,
                                 out=y_nchw), nchw),
     ]
