@@ -60,7 +60,10 @@ def test_fast_path_matches_full_path_and_reference(layout, xs, ws, activation, b
         {"stride": 2}, {"stride": (1, 1)}, {"padding": 1}, {"padding": np.int64(0)},
         {"groups": 2}, {"activation": "silu"}, {"activation": "RELU"},
         {"activation": np.array(["relu"])}, {"layout": ["NHWC"]}, {"layout": "nhwc"},
-        {"out": np.empty((1, 2, 2, 4), np.float32)},
+        {"out": np.empty((1, 2, 2, 5), np.float32)},  # wrong shape: the full path says so
+        {"out": np.empty((1, 2, 2, 4), np.float64)},
+        {"out": np.empty((1, 2, 4, 2), np.float32).transpose(0, 1, 3, 2)},  # not C-contiguous
+        {"out": [0.0] * 16},
     ],
 )
 def test_fast_path_declines_anything_but_plain_calls(kwargs):
@@ -87,6 +90,7 @@ def test_fast_path_declines_anything_but_plain_calls(kwargs):
         (np.ones((2, 2, 3), np.float32), np.ones((3, 2), np.float32), None),  # 3-D for NHWC
         (np.ones((0, 2, 2, 3), np.float32), np.ones((3, 2), np.float32), None),  # empty
         (np.ones((1, 2, 2, 0), np.float32), np.ones((0, 2), np.float32), None),  # C = 0
+        (np.ones((1, 2, 2, 3), np.float32), np.ones((3, 0), np.float32), None),  # F = 0
         (np.ones((8, 64, 64, 64), np.float32), np.ones((64, 64), np.float32), None),  # large
         (np.ma.ones((1, 2, 2, 3), np.float32), np.ones((3, 2), np.float32), None),  # subclass
     ],
@@ -124,3 +128,20 @@ def test_fast_path_never_writes_its_inputs():
     pw.conv1x1(x, w, b, activation="relu")
     for a, a0 in zip((x, w, b), before, strict=True):
         np.testing.assert_array_equal(a, a0)
+
+
+def test_fast_path_writes_an_exact_out_and_declines_an_overlapping_one():
+    x = RNG.standard_normal((1, 3, 3, 4)).astype(np.float32)
+    w = RNG.standard_normal((4, 4)).astype(np.float32)
+    b = RNG.standard_normal(4).astype(np.float32)
+    out = np.empty((1, 3, 3, 4), np.float32)
+    y = _fastpath.try_forward(x, w, b, "NHWC", 1, 0, 1, "relu", out)
+    assert y is out
+    np.testing.assert_allclose(out, reference_conv(x, w, b, activation="relu"), rtol=1e-5,
+                               atol=1e-6)
+    assert _fastpath.try_forward(x, w, b, "NHWC", 1, 0, 1, None, x) is None  # out is x
+    ro = np.empty_like(out)
+    ro.flags.writeable = False
+    assert _fastpath.try_forward(x, w, b, "NHWC", 1, 0, 1, None, ro) is None
+    with pytest.raises(ValueError, match="overlap"):  # the full path's own error
+        pw.conv1x1(x, w, b, out=x)

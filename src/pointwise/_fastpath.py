@@ -3,10 +3,11 @@
 The full path validates every argument into a :class:`pointwise.layout.Problem` and plans
 blocks; for the tutorial's 3×3×2 image that bookkeeping costs ~20 µs against ~1 µs of
 arithmetic. Here a handful of exact type and shape tests recognise the commonest small call:
-float32/float64 ndarrays of one dtype, stride 1, no padding, one group, no ``out=``, and at
-most ``MAX_MACS`` multiply-adds (the size below which the full path would not thread or
-block either). Anything else, including every call that the full path rejects, returns
-None, and the caller takes the full path, so errors and results never differ between them.
+float32/float64 ndarrays of one dtype, stride 1, no padding, one group, an ``out=`` (if any)
+that is exact and overlaps nothing, and at most ``MAX_MACS`` multiply-adds (the size below
+which the full path would not thread or block either). Anything else, including every call
+that the full path rejects, returns None, and the caller takes the full path, so errors and
+results never differ between them.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def try_forward(x: Any, weight: Any, bias: Any, layout: Any, stride: Any, paddin
                 groups: Any, activation: Any, out: Any) -> np.ndarray | None:
     """The conv when the call is small and plain, else None (take the full path)."""
     # Exact types first, so that no comparison below meets an array or an odd object.
-    if (type(x) is not np.ndarray or type(weight) is not np.ndarray or out is not None
+    if (type(x) is not np.ndarray or type(weight) is not np.ndarray
+            or (out is not None and type(out) is not np.ndarray)
             or type(stride) is not int or type(padding) is not int or type(groups) is not int
             or type(layout) is not str or stride != 1 or padding != 0 or groups != 1
             or not (activation is None or (type(activation) is str and activation == "relu"))):
@@ -66,21 +68,30 @@ def try_forward(x: Any, weight: Any, bias: Any, layout: Any, stride: Any, paddin
     if c_w != c or (bias is not None and bias.shape[0] != f):
         return None
     pixels = x.size // c if c else 0
-    if pixels * c * f > MAX_MACS or not pixels or not c:  # zero sizes: the full path's care
+    if pixels * c * f > MAX_MACS or not pixels * c * f:  # zero sizes: the full path's care
         return None
+    if channels_last:
+        shape = (*x.shape[:-1], f)  # (..., H, W, F)
+    else:
+        shape = (*x.shape[:-3], f, *x.shape[-2:])  # (..., F, H, W)
+    if out is not None and (out.shape != shape or out.dtype != dt or not out.flags.c_contiguous
+                            or not out.flags.writeable or np.may_share_memory(out, x)
+                            or np.may_share_memory(out, w)
+                            or (bias is not None and np.may_share_memory(out, bias))):
+        return None  # the full path checks it, and copes with overlap
+    y = np.empty(shape, dt) if out is None else out
     with np.errstate(all="ignore"):  # IEEE results for NaN and Inf, without warnings
         if channels_last:
-            y = np.dot(x.reshape(pixels, c), w)  # (P, C) @ (C, F) -> (P, F)
+            y2 = y.reshape(pixels, f)  # (P, F), a view
+            np.dot(x.reshape(pixels, c), w, out=y2)  # (P, C) @ (C, F) -> (P, F)
             if bias is not None:
-                y += bias  # (P, F) + (F,)
-            y = y.reshape((*x.shape[:-1], f))  # (..., H, W, F)
+                y2 += bias  # (P, F) + (F,)
         else:
             hw = x.shape[-2] * x.shape[-1]
-            xs = x.reshape(-1, c, hw)  # (N, C, H·W)
-            y = np.matmul(w, xs)  # (F, C) @ (N, C, H·W) -> (N, F, H·W)
+            y3 = y.reshape(-1, f, hw)  # (N, F, H·W), a view
+            np.matmul(w, x.reshape(-1, c, hw), out=y3)  # (F, C) @ (N, C, H·W) -> (N, F, H·W)
             if bias is not None:
-                y += bias[:, None]  # (N, F, H·W) + (F, 1)
-            y = y.reshape((*x.shape[:-3], f, *x.shape[-2:]))  # (..., F, H, W)
+                y3 += bias[:, None]  # (N, F, H·W) + (F, 1)
         if activation == "relu":
             np.maximum(y, 0, out=y)  # NaN stays NaN, as in the full path
     return y
