@@ -46,17 +46,24 @@ def test_sequential_conv_bn_act_with_groups_stride_padding(act, fmt):
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(8, 12, 1, stride=2, padding=1, groups=4, bias=False), bn(12), act(),
-        nn.Conv2d(12, 12, 3, padding=1), bn(12), nn.ReLU(),  # a 3×3: left alone
+        nn.Conv2d(12, 12, 3, padding=1), bn(12), nn.ReLU(),  # a 3×3: stays an nn.Conv2d
         nn.Conv2d(12, 6, 1, stride=(1, 2), groups=2), bn(6),
     ).eval()
     new, report = convert(model)
     assert_same_eval_outputs(model, new, fmt=fmt)
     assert report.replaced == ["0", "6"]
-    assert report.folded == [("0", "1"), ("6", "7")]
+    assert report.folded == [("0", "1"), ("3", "4"), ("6", "7")]
     assert report.fused == [("0", "2", act_name(act))]
-    assert count(new, nn.BatchNorm2d) == 1 and count(new, Conv1x1) == 2
+    assert report.inplace == [("3", "5")]  # the 3×3 has no activation: its ReLU runs in place
+    assert count(new, nn.BatchNorm2d) == 0 and count(new, Conv1x1) == 2
+    assert type(new[3]) is nn.Conv2d and new[5].inplace and not model[5].inplace
     assert new[0].activation == act_name(act) and new[0].bias is not None
     assert new[6].activation is None  # nothing followed it
+
+    only_1x1, report = convert(model, fold_all=False)  # the k×k conv and its BN left alone
+    assert_same_eval_outputs(model, only_1x1, fmt=fmt)
+    assert report.folded == [("0", "1"), ("6", "7")] and report.inplace == []
+    assert count(only_1x1, nn.BatchNorm2d) == 1 and not only_1x1[5].inplace
 
 
 def act_name(act):
@@ -90,9 +97,12 @@ def test_torchvision_bottleneck_folds_but_never_fuses_the_shared_relu():
     assert len(report.replaced) == 6  # conv1, conv3 and downsample.0 of each block
     assert ("0.conv1", "0.bn1") in report.folded and ("0.conv3", "0.bn3") in report.folded
     assert ("0.downsample.0", "0.downsample.1") in report.folded
+    assert ("0.conv2", "0.bn2") in report.folded  # the 3×3, with fold_all
     assert report.fused == []  # the relu is called three times: fusing it would be wrong
     assert ("0.relu", "called 3 times in forward; not fused") in report.skipped
-    assert isinstance(new[0].relu, nn.ReLU) and isinstance(new[0].bn2, nn.BatchNorm2d)
+    assert isinstance(new[0].relu, nn.ReLU) and report.inplace == []
+    _, only_1x1 = convert(model, fold_all=False)
+    assert ("0.conv2", "0.bn2") not in only_1x1.folded
 
 
 class PreActivation(nn.Module):
@@ -245,3 +255,28 @@ def test_a_lone_conv_model_and_the_report_text():
         "convert: 1 replaced, 1 BatchNorm folded, 1 activations fused, 0 skipped"
     )
     assert "folded    1 into 0" in text and "fused     2 into 0 (activation='relu')" in text
+
+
+class ConvTwoUses(nn.Module):
+    """A 3×3 conv whose output the activation would overwrite, but the sum still reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.act(y) + y
+
+
+def test_an_activation_runs_in_place_only_where_nothing_else_reads_the_conv():
+    torch.manual_seed(5)
+    model = ConvTwoUses().eval()
+    new, report = convert(model)
+    assert report.inplace == [] and not new.act.inplace
+    assert_same_eval_outputs(model, new)
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8, padding=1), bn(8), nn.ReLU6()).eval()
+    new, report = convert(model)  # a depthwise conv, as in MobileNetV2
+    assert report.folded == [("0", "1")] and report.inplace == [("0", "2")]
+    assert_same_eval_outputs(model, new, fmt=torch.channels_last)
+    assert "in place  2 after 0" in str(report)

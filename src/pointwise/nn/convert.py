@@ -67,12 +67,15 @@ class ConvertReport:
         replaced: the ``nn.Conv2d`` modules now ``Conv1x1``.
         folded: ``(conv, batchnorm)`` pairs; the BN is now ``nn.Identity``.
         fused: ``(conv, activation module, activation)``; the module is now ``nn.Identity``.
+        inplace: ``(conv, activation module)`` for an activation after a k×k ``nn.Conv2d``
+            (with ``fold_all``): it stays, and now overwrites the conv's output in place.
         skipped: ``(module, reason)`` for what was left as it was.
     """
 
     replaced: list[str] = field(default_factory=list)
     folded: list[tuple[str, str]] = field(default_factory=list)
     fused: list[tuple[str, str, str]] = field(default_factory=list)
+    inplace: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -83,6 +86,7 @@ class ConvertReport:
         lines += [f"  replaced  {n}: nn.Conv2d -> Conv1x1" for n in self.replaced]
         lines += [f"  folded    {bn} into {c}" for c, bn in self.folded]
         lines += [f"  fused     {a} into {c} (activation={act!r})" for c, a, act in self.fused]
+        lines += [f"  in place  {a} after {c}" for c, a in self.inplace]
         lines += [f"  skipped   {n}: {why}" for n, why in self.skipped]
         return "\n".join(lines)
 
@@ -92,6 +96,7 @@ def convert(
     *,
     fold_batchnorm: bool = True,
     fuse_activation: bool = True,
+    fold_all: bool = True,
     inplace: bool = False,
 ) -> tuple[nn.Module, ConvertReport]:
     """Replace every 1×1 ``nn.Conv2d`` of ``model`` by ``Conv1x1``; fold BN and fuse activations.
@@ -101,6 +106,11 @@ def convert(
         fold_batchnorm: fold a ``BatchNorm2d`` that directly follows a 1×1 conv into it.
         fuse_activation: fuse a ``ReLU``/``ReLU6``/``SiLU``/``Hardswish`` module that
             directly follows a 1×1 conv (after folding, the BN) into it.
+        fold_all: treat every other stock ``nn.Conv2d`` (3×3, depthwise, ...) the same way
+            where that is possible without a new module: fold the BN that directly follows
+            it into its weight and bias, and make the activation module that directly follows
+            run in place. Eager torch then skips one pass over the output and one allocation
+            per such layer.
         inplace: modify ``model`` itself instead of a deep copy.
 
     Returns:
@@ -136,7 +146,8 @@ def convert(
     if fold_batchnorm or fuse_activation:
         places = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
         chains: list[tuple[str, str | None, str | None]] = []
-        _find_chains(model, "", places, fold_batchnorm, fuse_activation, chains, report)
+        _find_chains(model, "", places, fold_batchnorm, fuse_activation, chains, report,
+                     fold_all)
         for conv_name, bn_name, act_name in chains:
             _apply(model, conv_name, bn_name, act_name, report)
     return model, report
@@ -210,27 +221,40 @@ def _find_chains(
     fuse: bool,
     chains: list,
     report: ConvertReport,
+    fold_all: bool = False,
 ) -> None:
     """Append the (conv, bn, act) chains under ``module`` that are provably direct."""
-    if isinstance(module, Conv1x1) or not any(True for _ in module.children()):
+    if _is_chain_head(module, fold_all) or not any(True for _ in module.children()):
         return
     try:
         graph = _Tracer().trace(module)
     except Exception as e:  # any failure means: not traceable as a whole
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         if type(module).forward is nn.Sequential.forward:
-            _sequential_chains(module, prefix, places, fold, fuse, chains)
+            _sequential_chains(module, prefix, places, fold, fuse, chains, fold_all)
             why = f"not traceable ({reason}); used the order of its children"
         else:
             why = f"not traceable ({reason}); its children are converted one by one"
         report.skipped.append((prefix or "(model)", why))
         for name, child in module.named_children():
-            _find_chains(child, _name(prefix, name), places, fold, fuse, chains, report)
+            _find_chains(child, _name(prefix, name), places, fold, fuse, chains, report,
+                         fold_all)
         return
-    _graph_chains(module, graph, prefix, places, fold, fuse, chains, report)
+    _graph_chains(module, graph, prefix, places, fold, fuse, chains, report, fold_all)
 
 
-def _graph_chains(module, graph, prefix, places, fold, fuse, chains, report) -> None:
+def _is_chain_head(m: nn.Module, fold_all: bool) -> bool:
+    """A conv a chain can start at: a Conv1x1, or with ``fold_all`` any stock nn.Conv2d."""
+    return isinstance(m, Conv1x1) or (fold_all and type(m) is nn.Conv2d)
+
+
+def _activation_taken(conv: nn.Module) -> bool:
+    """True when the conv already applies an activation, so none can follow it into it."""
+    return isinstance(conv, Conv1x1) and conv.activation is not None
+
+
+def _graph_chains(module, graph, prefix, places, fold, fuse, chains, report,
+                  fold_all=False) -> None:
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
 
     def single(node: torch.fx.Node, kinds: tuple[type, ...]) -> nn.Module | None:
@@ -250,14 +274,15 @@ def _graph_chains(module, graph, prefix, places, fold, fuse, chains, report) -> 
         if node.op != "call_module":
             continue
         conv = module.get_submodule(node.target)
-        if not isinstance(conv, Conv1x1) or calls[node.target] != 1 or places[id(conv)] != 1:
+        if not _is_chain_head(conv, fold_all) or calls[node.target] != 1 \
+                or places[id(conv)] != 1:
             continue
         bn_name = act_name = None
         cur = node
         if fold and single(cur, (nn.BatchNorm2d,)) is not None:
             cur = next(iter(cur.users))
             bn_name = _name(prefix, cur.target)
-        if fuse and conv.activation is None:
+        if fuse and not _activation_taken(conv):
             act = single(cur, tuple(FUSABLE))
             if act is not None:
                 act_name = _name(prefix, next(iter(cur.users)).target)
@@ -277,16 +302,17 @@ def _report_shared_activation(module, node, calls, prefix, report) -> None:
             report.skipped.append(entry)
 
 
-def _sequential_chains(seq, prefix, places, fold, fuse, chains) -> None:
+def _sequential_chains(seq, prefix, places, fold, fuse, chains, fold_all=False) -> None:
     mods = list(seq.named_children())
     for i, (name, conv) in enumerate(mods):
-        if not isinstance(conv, Conv1x1) or places[id(conv)] != 1:
+        if not _is_chain_head(conv, fold_all) or places[id(conv)] != 1:
             continue
         j, bn_name, act_name = i + 1, None, None
         if fold and j < len(mods) and type(mods[j][1]) is nn.BatchNorm2d \
                 and places[id(mods[j][1])] == 1:
             bn_name, j = _name(prefix, mods[j][0]), j + 1
-        if fuse and conv.activation is None and j < len(mods) and type(mods[j][1]) in FUSABLE \
+        if fuse and not _activation_taken(conv) and j < len(mods) \
+                and type(mods[j][1]) in FUSABLE \
                 and places[id(mods[j][1])] == 1:
             act_name = _name(prefix, mods[j][0])
         if bn_name or act_name:
@@ -313,12 +339,16 @@ def _apply(model, conv_name: str, bn_name: str | None, act_name: str | None, rep
         report.folded.append((conv_name, bn_name))
     if act_name is not None:
         act = model.get_submodule(act_name)
-        conv.activation = FUSABLE[type(act)]
-        _set(model, act_name, nn.Identity())
-        report.fused.append((conv_name, act_name, conv.activation))
+        if isinstance(conv, Conv1x1):
+            conv.activation = FUSABLE[type(act)]
+            _set(model, act_name, nn.Identity())
+            report.fused.append((conv_name, act_name, conv.activation))
+        else:  # nn.Conv2d has no activation: the module stays, writing over the conv output,
+            act.inplace = True  # which the data flow shows nothing else reads
+            report.inplace.append((conv_name, act_name))
 
 
-def _unfoldable(conv: Conv1x1, bn: nn.BatchNorm2d) -> str | None:
+def _unfoldable(conv: Conv1x1 | nn.Conv2d, bn: nn.BatchNorm2d) -> str | None:
     if bn.num_features != conv.out_channels:
         return f"has {bn.num_features} features for {conv.out_channels} channels"
     if bn.running_mean is None or bn.running_var is None:
@@ -327,7 +357,7 @@ def _unfoldable(conv: Conv1x1, bn: nn.BatchNorm2d) -> str | None:
 
 
 @torch.no_grad()
-def _fold(conv: Conv1x1, bn: nn.BatchNorm2d) -> None:
+def _fold(conv: Conv1x1 | nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     """``bn(conv(x))`` as one conv: w' = w·γ/σ, b' = (b − μ)·γ/σ + β, σ = √(var + eps)."""
     dt = torch.float64
     assert bn.running_mean is not None and bn.running_var is not None  # see _unfoldable
@@ -339,7 +369,7 @@ def _fold(conv: Conv1x1, bn: nn.BatchNorm2d) -> None:
         shift = shift + bn.bias.to(dt)
     w = conv.weight
     b = None if conv.bias is None else conv.bias.to(dt)
-    w.copy_(w.to(dt) * scale[:, None, None, None])  # (F, C/G, 1, 1) · (F, 1, 1, 1)
+    w.copy_(w.to(dt) * scale[:, None, None, None])  # (F, C/G, kh, kw) · (F, 1, 1, 1)
     new_bias = shift if b is None else b * scale + shift
     if conv.bias is None:
         conv.bias = nn.Parameter(new_bias.to(w.dtype))
