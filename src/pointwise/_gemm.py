@@ -32,7 +32,7 @@ import numpy as np
 from pointwise import activations
 from pointwise._blas import cores, parallel_rows
 
-__all__ = ["forward_channels_first", "forward_channels_last"]
+__all__ = ["forward_channels_first", "forward_channels_last", "view_as"]
 
 # Largest block (its input rows + output rows) on the channels-last path; the channels-first
 # path takes twice this, because its blocks are column slices whose rows are short strided
@@ -51,7 +51,7 @@ POOL_MIN_MACS = 1 << 25
 T = TypeVar("T")
 
 
-def _view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+def view_as(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
     """``a`` reshaped without copying, or None when that needs a copy."""
     try:
         return a.reshape(shape, copy=False)
@@ -173,9 +173,9 @@ def forward_channels_last(
     fused = b is not None or act is not None
     rows = _blocks(m, c, f, cd.itemsize, BLOCK_BYTES if fused else None)
     epilogue = _Epilogue(b, act, (rows, f), 1, cd)
-    y2 = _view(yi, (m, f)) if yi.dtype == cd else None  # (M, F)
+    y2 = view_as(yi, (m, f)) if yi.dtype == cd else None  # (M, F)
     if y2 is not None:
-        x2 = _view(xi, (m, c)) if xi.dtype == cd else None  # (M, C), no copy
+        x2 = view_as(xi, (m, c)) if xi.dtype == cd else None  # (M, C), no copy
         if x2 is None:  # strided or cast: the one gather, into a contiguous buffer
             x2 = np.asarray(xi, dtype=cd, order="C").reshape(m, c)  # (M, C)
 
@@ -202,7 +202,7 @@ def forward_channels_last(
         xs = xi[i, h0 : h0 + hb]  # (hb, Wi, C), strided view
         xb = np.asarray(xs, dtype=cd, order="C").reshape(-1, c)  # (hb·Wi, C)
         ys = yi[i, h0 : h0 + hb]  # (hb, Wi, F)
-        direct = _view(ys, (xb.shape[0], f)) if ys.dtype == cd else None
+        direct = view_as(ys, (xb.shape[0], f)) if ys.dtype == cd else None
         tb = direct if direct is not None else np.empty((xb.shape[0], f), cd)  # (hb·Wi, F)
         _gemm_rows(xb, wg, tb)
         epilogue(tb)
@@ -236,9 +236,9 @@ def forward_channels_first(
     fused = b is not None or act is not None
     cols = _blocks(pix, c, f, cd.itemsize, 2 * BLOCK_BYTES if fused else None, units=n)
     epilogue = _Epilogue(b, act, (f, cols), 0, cd)
-    y3 = _view(yi, (n, f, pix)) if yi.dtype == cd else None  # (N, F, P)
+    y3 = view_as(yi, (n, f, pix)) if yi.dtype == cd else None  # (N, F, P)
     if y3 is not None:
-        x3 = _view(xi, (n, c, pix)) if xi.dtype == cd else None  # (N, C, P), no copy
+        x3 = view_as(xi, (n, c, pix)) if xi.dtype == cd else None  # (N, C, P), no copy
         if x3 is None:  # strided or cast: the one gather, into a contiguous buffer
             x3 = np.asarray(xi, dtype=cd, order="C").reshape(n, c, pix)  # (N, C, P)
 

@@ -29,7 +29,7 @@ import numpy as np
 from pointwise import activations
 from pointwise._dispatch import backend_for
 from pointwise._fastpath import try_forward
-from pointwise._gemm import _view, forward_channels_first, forward_channels_last
+from pointwise._gemm import forward_channels_first, forward_channels_last, view_as
 from pointwise.layout import Problem, check_backward, check_forward, check_out
 
 __all__ = ["conv1x1", "conv1x1_backward"]
@@ -290,7 +290,7 @@ def _backward_channels_last(
     m = n * hi * wi
     x2 = np.asarray(xi, dtype=p.compute_dtype, order="C").reshape(m, c)  # (M, C); gathers stride
     gz2 = np.ascontiguousarray(gzi).reshape(m, g * fg)  # (M, F)
-    gx2 = _view(gxi, (m, c)) if gxi.dtype == p.compute_dtype else None  # (M, C), no copy
+    gx2 = view_as(gxi, (m, c)) if gxi.dtype == p.compute_dtype else None  # (M, C), no copy
     if g == 1 and gx2 is not None:  # 2-D GEMMs: NumPy's stacked matmul is slower here
         np.matmul(gz2, wg[0].T, out=gx2)  # (M, F) @ (F, C) -> (M, C), in place
         return np.matmul(x2.T, gz2)  # (C, M) @ (M, F) -> (C, F)
@@ -324,11 +324,15 @@ def _backward_channels_first(
         gm = np.ascontiguousarray(gz3.transpose(1, 2, 0, 3)).reshape(g, fg, n * pix)  # (G,Fg,NP)
         gw = np.matmul(gm, xm.transpose(0, 2, 1))  # (G, Fg, NP) @ (G, NP, Cg) -> (G, Fg, Cg)
         gxm = np.matmul(wt, gm)  # (G, Cg, Fg) @ (G, Fg, NP) -> (G, Cg, NP)
-        gx = gxm.reshape(g, cg, n, pix).transpose(2, 0, 1, 3)  # (N, G, Cg, P), a view
-        gxi[...] = gx.reshape(n, c, hi, wi)  # -> (N, C, Hi, Wi), the one copy back
+        gx = gxm.reshape(g, cg, n, hi, wi).transpose(2, 0, 1, 3, 4)  # (N,G,Cg,Hi,Wi), a view
+        target = view_as(gxi, (n, g, cg, hi, wi))  # splitting C into (G, Cg) needs no copy
+        if target is not None:
+            target[...] = gx  # the one copy back
+        else:
+            gxi[...] = gx.reshape(n, c, hi, wi)  # (N, G, Cg, Hi, Wi) -> (N, C, Hi, Wi)
         return gw.reshape(g * fg, cg)  # (G, Fg, Cg) -> (F, Cg)
     gw = np.matmul(gz3, x3.swapaxes(-1, -2)).sum(axis=0)  # (N,G,Fg,P)@(N,G,P,Cg) -> (G,Fg,Cg)
-    gx4 = _view(gxi, (n, g, cg, pix)) if gxi.dtype == p.compute_dtype else None  # no copy
+    gx4 = view_as(gxi, (n, g, cg, pix)) if gxi.dtype == p.compute_dtype else None  # no copy
     if gx4 is not None:  # every pixel was read: write grad_x in place, no temporary
         np.matmul(wt, gz3, out=gx4)  # (G, Cg, Fg) @ (N, G, Fg, P) -> (N, G, Cg, P)
     else:
