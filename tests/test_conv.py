@@ -352,13 +352,34 @@ def test_large_blocked_paths_match_reference(monkeypatch):
 
     monkeypatch.setattr(conv, "BLOCK_BYTES", 1024)
     monkeypatch.setattr(conv, "MIN_BLOCK_ROWS", 7)
-    monkeypatch.setattr(conv, "PARALLEL_MIN_MACS", 0)  # share the blocks among the cores
+    monkeypatch.setattr(conv, "POOL_MIN_MACS", 0)  # share the blocks among the cores
+    shared = _count_pool_calls(monkeypatch)
     for layout in ("NHWC", "NCHW"):
         x, w, b = make(layout, 3, (11, 13), 10, 6, 2, True, np.float64, seed=4)
         for opts in (dict(), dict(stride=(2, 3), padding=(1, 0))):
             opts = dict(layout=layout, groups=2, activation="hardswish", **opts)
             np.testing.assert_allclose(pw.conv1x1(x, w, b, **opts),
                                        reference_conv(x, w, b, **opts), rtol=1e-12, atol=1e-12)
+    assert shared  # the pool really ran (it declines on a one-core machine: see _blas)
+
+
+def _count_pool_calls(monkeypatch) -> list[int]:
+    """Record each time the fused path hands blocks to the cores (True when they took them)."""
+    import pointwise._gemm as gemm
+
+    calls: list[int] = []
+    real = gemm.parallel_rows
+
+    def counted(total, work, min_rows):
+        took = real(total, work, min_rows)
+        if took:
+            calls.append(total)
+        return took
+
+    monkeypatch.setattr(gemm, "parallel_rows", counted)
+    if gemm.cores() < 2:
+        calls.append(0)  # one core: nothing to share, and nothing to check here
+    return calls
 
 
 def test_parallel_blocks_restore_blas_threads_and_propagate_errors(monkeypatch):
@@ -366,12 +387,16 @@ def test_parallel_blocks_restore_blas_threads_and_propagate_errors(monkeypatch):
 
     if _blas._blas() is None:
         pytest.skip("no OpenBLAS found in this process to steer")  # not counted as a pass
+    import pointwise._gemm as gemm
+
+    monkeypatch.setattr(gemm, "POOL_MIN_MACS", 0)
+    shared = _count_pool_calls(monkeypatch)
     before = _blas._blas()[1]()
     x, w, b = make("NHWC", 8, (32, 32), 64, 64, 1, True, np.float32)
     y = pw.conv1x1(x, w, b, activation="relu")
     np.testing.assert_allclose(y, reference_conv(x, w, b, activation="relu"), rtol=1e-4,
                                atol=1e-4)
-    assert _blas._blas()[1]() == before
+    assert _blas._blas()[1]() == before and shared
 
     def boom(r0, r1):
         raise RuntimeError("share failed")
@@ -387,11 +412,15 @@ def test_parallel_path_works_in_a_forked_child(monkeypatch):
     import multiprocessing
 
     import pointwise._gemm as gemm
+    from pointwise import _fastpath
 
-    monkeypatch.setattr(gemm, "PARALLEL_MIN_MACS", 0)
+    monkeypatch.setattr(gemm, "POOL_MIN_MACS", 0)  # the fused blocks go to the pool
+    monkeypatch.setattr(_fastpath, "MAX_MACS", 0)  # not to the small-call path
+    shared = _count_pool_calls(monkeypatch)
     x, w, b = make("NHWC", 4, (16, 16), 32, 16, 1, True, np.float64)
     expected = reference_conv(x, w, b, activation="relu")
     np.testing.assert_allclose(pw.conv1x1(x, w, b, activation="relu"), expected)  # pool made
+    assert shared
 
     def child(conn):
         y = pw.conv1x1(x, w, b, activation="relu")

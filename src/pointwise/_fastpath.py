@@ -4,10 +4,10 @@ The full path validates every argument into a :class:`pointwise.layout.Problem` 
 blocks; for the tutorial's 3×3×2 image that bookkeeping costs ~20 µs against ~1 µs of
 arithmetic. Here a handful of exact type and shape tests recognise the commonest small call:
 float32/float64 ndarrays of one dtype, stride 1, no padding, one group, an ``out=`` (if any)
-that is exact and overlaps nothing, and at most ``MAX_MACS`` multiply-adds (the size below
-which the full path would not thread or block either). Anything else, including every call
-that the full path rejects, returns None, and the caller takes the full path, so errors and
-results never differ between them.
+that is exact and overlaps nothing, and at most ``MAX_MACS`` multiply-adds (where the
+planning is a sizeable share of the time). Anything else, including every call that the full
+path rejects, returns None, and the caller takes the full path, so errors and results never
+differ between them.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from pointwise._gemm import PARALLEL_MIN_MACS
-
-# The full path computes calls this small as one GEMM on one core, just as this path does.
-MAX_MACS = PARALLEL_MIN_MACS
+# Above this many multiply-adds the arithmetic (≥ ~20 µs) outweighs the full path's planning,
+# and a fused call's epilogue is better done block by block while the block is in cache.
+MAX_MACS = 1 << 21
 _FLOATS = frozenset("fd")  # float32, float64
 _CHANNELS_LAST = {"NHWC": 4, "HWC": 3}
 _CHANNELS_FIRST = {"NCHW": 4, "CHW": 3}

@@ -42,8 +42,6 @@ __all__ = ["forward_channels_first", "forward_channels_last", "view_as"]
 # channels-first 2 MiB against 4 MiB, 1.13 vs 1.14, 1.30 vs 1.29, 1.87 vs 2.30.
 BLOCK_BYTES = 1 << 20
 MIN_BLOCK_ROWS = 64
-# Below this many multiply-adds, starting threads costs more than it saves.
-PARALLEL_MIN_MACS = 1 << 21
 # Fused calls below this many multiply-adds run their blocks in order on OpenBLAS's threads:
 # waking the pool's thread costs ~0.1 ms here, more than the per-core epilogue saves.
 POOL_MIN_MACS = 1 << 25
