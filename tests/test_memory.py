@@ -83,3 +83,17 @@ def test_kept_epilogue_constants_are_per_thread():
         for b, ys in zip(biases, ex.map(run, biases), strict=True):
             for y in ys:
                 np.testing.assert_array_equal(y, np.maximum(plain + b, 0))
+
+
+@pytest.mark.parametrize("n_cores", [2, 3, 4])
+def test_fused_blocks_come_in_equal_numbers_per_core(monkeypatch, n_cores):
+    """An odd block count left one core idle for part of each call (3 blocks against 2)."""
+    monkeypatch.setattr(_gemm, "cores", lambda: n_cores)
+    for total, c, f, units in [(6272, 192, 16, 1), (25088, 64, 256, 1), (392, 512, 2048, 1),
+                               (49, 960, 320, 8), (3136, 24, 144, 8), (12544, 32, 16, 1),
+                               (3136, 24, 144, 1)]:
+        rows = _gemm._blocks(total, c, f, 4, _gemm.BLOCK_BYTES, units)
+        count = -(-total // rows) * units
+        assert count % n_cores == 0, (total, c, f, units, rows)
+        assert rows * (c + f) * 4 <= _gemm.BLOCK_BYTES or rows <= _gemm.MIN_BLOCK_ROWS * 2
+    assert _gemm._blocks(6272, 512, 128, 4, None) == -(-6272 // n_cores)  # one share per core
