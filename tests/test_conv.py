@@ -363,6 +363,27 @@ def test_large_blocked_paths_match_reference(monkeypatch):
     assert shared  # the pool really ran (it declines on a one-core machine: see _blas)
 
 
+@pytest.mark.parametrize("merge_bytes", [1, 3000, 1 << 30])  # one image a chunk, some, all
+def test_merged_channels_first_backward_in_chunks(monkeypatch, merge_bytes):
+    # Images under MERGE_PIXELS pixels take the merged backward; small MERGE_BYTES forces
+    # chunks of one or a few images, so chunk edges and the accumulation of grad_w are hit.
+    import pointwise.conv as conv
+
+    monkeypatch.setattr(conv, "MERGE_BYTES", merge_bytes)
+    x, w, b = make("NCHW", 5, (7, 6), 12, 8, 4, True, np.float64, seed=5)
+    for opts in (dict(), dict(stride=2, padding=1), dict(activation="silu")):
+        check_against_torch(x, w, b, layout="NCHW", groups=4, **opts)
+    xh, wh, bh = make("NCHW", 3, (5, 5), 8, 4, 1, True, np.float16, seed=6)
+    g = np.ones((3, 4, 5, 5), np.float16)
+    gx, gw, _ = pw.conv1x1_backward(g, xh, wh, bias=bh, layout="NCHW")
+    gx32, gw32, _ = pw.conv1x1_backward(g.astype(np.float32), xh.astype(np.float32),
+                                        wh.astype(np.float32), bias=bh.astype(np.float32),
+                                        layout="NCHW")
+    assert gx.dtype == np.float16  # half: the copy back goes through a cast
+    np.testing.assert_allclose(gx, gx32, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(gw, gw32, rtol=2e-3, atol=2e-2)
+
+
 def _count_pool_calls(monkeypatch) -> list[int]:
     """Record each time the fused path hands blocks to the cores (True when they took them)."""
     import pointwise._gemm as gemm

@@ -34,8 +34,10 @@ from pointwise.layout import Problem, check_backward, check_forward, check_out
 
 __all__ = ["conv1x1", "conv1x1_backward"]
 
-# Channels-first backward: below this many pixels per image, merge the images into the GEMMs.
+# Channels-first backward: below this many pixels per image, merge the images into the GEMMs,
+# copying at most MERGE_BYTES of input and grad_out at a time.
 MERGE_PIXELS = 128
+MERGE_BYTES = 4 << 20
 
 
 def _ieee() -> np.errstate:
@@ -316,21 +318,7 @@ def _backward_channels_first(
     gz3 = np.ascontiguousarray(gzi).reshape(n, g, fg, pix)  # (N, G, Fg, P)
     wt = wg.transpose(0, 2, 1)  # (G, Cg, Fg)
     if pix < MERGE_PIXELS:
-        # Per-image GEMMs with a few pixels are too thin for BLAS (7×7: K = 49 for grad_w,
-        # N = 49 for grad_x); moving the images next to the pixels gives GEMMs over N·P.
-        # The copies cost less than the thin GEMMs lose (2.7 vs 3.5 ms at 7² 960→320, 13.1
-        # vs 18.4 at 7² 512→2048; at 28² it is 18.2 vs 10.5 the other way).
-        xm = np.ascontiguousarray(x3.transpose(1, 2, 0, 3)).reshape(g, cg, n * pix)  # (G,Cg,NP)
-        gm = np.ascontiguousarray(gz3.transpose(1, 2, 0, 3)).reshape(g, fg, n * pix)  # (G,Fg,NP)
-        gw = np.matmul(gm, xm.transpose(0, 2, 1))  # (G, Fg, NP) @ (G, NP, Cg) -> (G, Fg, Cg)
-        gxm = np.matmul(wt, gm)  # (G, Cg, Fg) @ (G, Fg, NP) -> (G, Cg, NP)
-        gx = gxm.reshape(g, cg, n, hi, wi).transpose(2, 0, 1, 3, 4)  # (N,G,Cg,Hi,Wi), a view
-        target = view_as(gxi, (n, g, cg, hi, wi))  # splitting C into (G, Cg) needs no copy
-        if target is not None:
-            target[...] = gx  # the one copy back
-        else:
-            gxi[...] = gx.reshape(n, c, hi, wi)  # (N, G, Cg, Hi, Wi) -> (N, C, Hi, Wi)
-        return gw.reshape(g * fg, cg)  # (G, Fg, Cg) -> (F, Cg)
+        return _backward_merged(p, x3, gz3, wt, gxi)
     gw = np.matmul(gz3, x3.swapaxes(-1, -2)).sum(axis=0)  # (N,G,Fg,P)@(N,G,P,Cg) -> (G,Fg,Cg)
     gx4 = view_as(gxi, (n, g, cg, pix)) if gxi.dtype == p.compute_dtype else None  # no copy
     if gx4 is not None:  # every pixel was read: write grad_x in place, no temporary
@@ -338,4 +326,41 @@ def _backward_channels_first(
     else:
         gx = np.matmul(wt, gz3)  # (G, Cg, Fg) @ (N, G, Fg, P) -> (N, G, Cg, P)
         gxi[...] = gx.reshape(n, c, hi, wi)  # (N, G, Cg, P) -> (N, C, Hi, Wi)
+    return gw.reshape(g * fg, cg)  # (G, Fg, Cg) -> (F, Cg)
+
+
+def _backward_merged(
+    p: Problem, x3: np.ndarray, gz3: np.ndarray, wt: np.ndarray, gxi: np.ndarray
+) -> np.ndarray:
+    """Channels-first backward for small images: the images moved next to the pixels.
+
+    Per-image GEMMs with a few pixels are too thin for BLAS (7×7: K = 49 for grad_w, N = 49
+    for grad_x); copying a chunk of images to (C, n·P) gives GEMMs over n·P. The copies cost
+    less than the thin GEMMs lose (2.7 vs 3.5 ms at 7² 960→320, 13.1 vs 18.4 at 7² 512→2048;
+    at 28² it is 18.2 vs 10.5 the other way). Chunks keep the copies within ``MERGE_BYTES``.
+    """
+    n, g, cg, pix = x3.shape
+    fg = gz3.shape[2]
+    hi, wi = gxi.shape[2:]
+    per_image = (cg + fg) * g * pix * x3.itemsize
+    step = max(1, MERGE_BYTES // max(1, per_image))  # images per chunk
+    gw = (np.empty if n else np.zeros)((g, fg, cg), x3.dtype)  # no images: a zero gradient
+    part = np.empty_like(gw) if step < n else gw  # one chunk: no partial sums to add
+    target = view_as(gxi, (n, g, cg, hi, wi))  # splitting C into (G, Cg) needs no copy
+    for i0 in range(0, n, step):
+        k = min(step, n - i0)
+        xs, gs = x3[i0 : i0 + k], gz3[i0 : i0 + k]  # (k, G, Cg, P), (k, G, Fg, P)
+        xm = np.ascontiguousarray(xs.transpose(1, 2, 0, 3)).reshape(g, cg, k * pix)  # (G,Cg,kP)
+        gm = np.ascontiguousarray(gs.transpose(1, 2, 0, 3)).reshape(g, fg, k * pix)  # (G,Fg,kP)
+        first = i0 == 0
+        # (G, Fg, kP) @ (G, kP, Cg) -> (G, Fg, Cg): the first chunk straight into grad_w
+        np.matmul(gm, xm.transpose(0, 2, 1), out=gw if first else part)
+        if not first:
+            gw += part
+        gxm = np.matmul(wt, gm)  # (G, Cg, Fg) @ (G, Fg, kP) -> (G, Cg, kP)
+        gx = gxm.reshape(g, cg, k, hi, wi).transpose(2, 0, 1, 3, 4)  # (k,G,Cg,Hi,Wi), a view
+        if target is not None:
+            target[i0 : i0 + k] = gx  # the one copy back
+        else:
+            gxi[i0 : i0 + k] = gx.reshape(k, g * cg, hi, wi)  # -> (k, C, Hi, Wi)
     return gw.reshape(g * fg, cg)  # (G, Fg, Cg) -> (F, Cg)
