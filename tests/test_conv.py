@@ -360,6 +360,9 @@ def test_large_blocked_paths_match_reference(monkeypatch):
             opts = dict(layout=layout, groups=2, activation="hardswish", **opts)
             np.testing.assert_allclose(pw.conv1x1(x, w, b, **opts),
                                        reference_conv(x, w, b, **opts), rtol=1e-12, atol=1e-12)
+            plain = {**opts, "activation": None}  # plain calls share the cores too
+            np.testing.assert_allclose(pw.conv1x1(x, w, **plain),
+                                       reference_conv(x, w, **plain), rtol=1e-12, atol=1e-12)
     assert shared  # the pool really ran (it declines on a one-core machine: see _blas)
 
 

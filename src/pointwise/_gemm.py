@@ -5,17 +5,16 @@ out of the input and output; here, ``xi`` and ``yi`` are views with the same pix
 Shapes use one alphabet: N, C (in), F (out), G (groups), M rows of a channels-last block,
 P pixels of a channels-first block.
 
-Three ways to run:
+Two ways to run, one rule for plain and fused calls alike (see ``POOL_MIN_MACS``):
 
-* no epilogue, and the output is a view: one GEMM over all pixels on OpenBLAS's own threads,
-  exactly what ``np.matmul`` does (blocks would only re-pack the weight);
-* an epilogue and little work (under ``POOL_MIN_MACS``): the blocks in order on the calling
-  thread, BLAS as configured;
-* an epilogue and more work: the pixels are cut into blocks, an equal number per core
+* little work: on the calling thread with OpenBLAS's own threads; a plain call is one GEMM
+  over all pixels, exactly ``np.matmul``, and a fused one runs its blocks in order;
+* more work: the pixels are cut into an equal number of blocks per core
   (:func:`pointwise._blas.parallel_rows`), each core running single-threaded BLAS on its
   blocks, so the epilogue (bias, activation) runs on every core while its block is still
-  in that core's cache, and no OpenBLAS worker spins against the pool. The epilogue's
-  constant blocks (the tiled bias, the zeros) are kept per thread between calls.
+  in that core's cache, and no OpenBLAS worker spins against the pool. A plain call gets one
+  block per core; a fused one gets cache-sized blocks. The epilogue's constant blocks (the
+  tiled bias, the zeros) are kept per thread between calls.
 
 Input that cannot be viewed as a matrix (stride, odd strides, a dtype cast) is gathered
 once into a contiguous buffer when the output can be; with padding, block by block.
@@ -42,8 +41,13 @@ __all__ = ["forward_channels_first", "forward_channels_last", "view_as"]
 # channels-first 2 MiB against 4 MiB, 1.13 vs 1.14, 1.30 vs 1.29, 1.87 vs 2.30.
 BLOCK_BYTES = 1 << 20
 MIN_BLOCK_ROWS = 64
-# Fused calls below this many multiply-adds run their blocks in order on OpenBLAS's threads:
-# waking the pool's thread costs ~0.1 ms here, more than the per-core epilogue saves.
+# Calls below this many multiply-adds run on OpenBLAS's own threads (fused ones block by
+# block, in order): waking the pool's thread costs ~0.1 ms, more than the per-core epilogue
+# saves. Calls above it, plain ones too, run on the pool. One rule for both matters: after a
+# multi-threaded OpenBLAS call its workers spin for ~0.1 s, and a pool call in that time
+# shares the cores with them. A fused layer followed by a plain one took 5.6 ms at 112²
+# 32→16→32 when the plain one used OpenBLAS's threads, and 2.9 ms with this rule (19.1 vs
+# 13.0 at 56² 64→256→64, 16.0 vs 13.4 at 28² 512→128→512).
 POOL_MIN_MACS = 1 << 25
 
 T = TypeVar("T")
@@ -177,7 +181,7 @@ def forward_channels_last(
         if x2 is None:  # strided or cast: the one gather, into a contiguous buffer
             x2 = np.asarray(xi, dtype=cd, order="C").reshape(m, c)  # (M, C)
 
-        if not fused:  # one GEMM on OpenBLAS's own threads: np.matmul's speed exactly
+        if not fused and macs < POOL_MIN_MACS:  # one GEMM on OpenBLAS's own threads
             _gemm_rows(x2, wg, y2)  # (M, C) @ (C, F) -> (M, F)
             return
 
@@ -240,7 +244,7 @@ def forward_channels_first(
         if x3 is None:  # strided or cast: the one gather, into a contiguous buffer
             x3 = np.asarray(xi, dtype=cd, order="C").reshape(n, c, pix)  # (N, C, P)
 
-        if not fused:  # one batched GEMM on OpenBLAS's own threads, as np.matmul
+        if not fused and macs < POOL_MIN_MACS:  # one batched GEMM on OpenBLAS's threads
             g, fg, cg = wg.shape
             # (G, Fg, Cg) @ (N, G, Cg, P) -> (N, G, Fg, P)
             np.matmul(wg, x3.reshape(n, g, cg, pix), out=y3.reshape(n, g, fg, pix))
