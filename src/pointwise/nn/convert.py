@@ -11,6 +11,10 @@ What it does, in order:
    ``Conv1x1`` into its weight and bias, and **fuse** (``fuse_activation``) a directly
    following ``ReLU``, ``ReLU6``, ``SiLU`` or ``Hardswish`` module into its ``activation``.
    The folded BN and fused activation become ``nn.Identity``.
+3. **Fold around the other convs** (``fold_all``, on by default): a BN that directly follows
+   any other stock ``nn.Conv2d`` (3×3, depthwise, ...) is folded into it the same way, and an
+   activation module that directly follows such a conv (or its folded BN) is set to run in
+   place, since nothing else reads the conv's output. These convs stay ``nn.Conv2d``.
 
 When is "directly follows" known? The converter does not guess from attribute names.
 It reads the data flow with ``torch.fx`` symbolic tracing, and folds or fuses a pair only
