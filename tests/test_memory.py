@@ -2,8 +2,9 @@
 
 NumPy reports its array buffers to tracemalloc, so the peak of one call above what was
 allocated before it counts every temporary the call made. With ``out=``, the plain conv
-makes none; bias and ReLU add their per-block constants (a bias tile and a zeros tile, each
-at most one block of output); a stride > 1 adds the one gather of the strided input.
+makes none; bias and ReLU may add their per-block constants (a bias tile and a zeros tile,
+each at most one block of output; they are kept per thread, so a repeated call reuses them);
+a stride > 1 adds the one gather of the strided input.
 """
 
 from __future__ import annotations
