@@ -173,8 +173,6 @@ def forward_channels_last(
     m = n * hi * wi
     macs = m * c * wg.shape[2]
     fused = b is not None or act is not None
-    rows = _blocks(m, c, f, cd.itemsize, BLOCK_BYTES if fused else None)
-    epilogue = _Epilogue(b, act, (rows, f), 1, cd)
     y2 = view_as(yi, (m, f)) if yi.dtype == cd else None  # (M, F)
     if y2 is not None:
         x2 = view_as(xi, (m, c)) if xi.dtype == cd else None  # (M, C), no copy
@@ -184,6 +182,8 @@ def forward_channels_last(
         if not fused and macs < POOL_MIN_MACS:  # one GEMM on OpenBLAS's own threads
             _gemm_rows(x2, wg, y2)  # (M, C) @ (C, F) -> (M, F)
             return
+        rows = _blocks(m, c, f, cd.itemsize, BLOCK_BYTES if fused else None)
+        epilogue = _Epilogue(b, act, (rows, f), 1, cd)
 
         def block(r0: int) -> None:
             yb = y2[r0 : r0 + rows]  # (Mb, F), a view of the output
@@ -236,8 +236,6 @@ def forward_channels_first(
     pix = hi * wi
     macs = n * pix * c * wg.shape[1]
     fused = b is not None or act is not None
-    cols = _blocks(pix, c, f, cd.itemsize, 2 * BLOCK_BYTES if fused else None, units=n)
-    epilogue = _Epilogue(b, act, (f, cols), 0, cd)
     y3 = view_as(yi, (n, f, pix)) if yi.dtype == cd else None  # (N, F, P)
     if y3 is not None:
         x3 = view_as(xi, (n, c, pix)) if xi.dtype == cd else None  # (N, C, P), no copy
@@ -249,6 +247,8 @@ def forward_channels_first(
             # (G, Fg, Cg) @ (N, G, Cg, P) -> (N, G, Fg, P)
             np.matmul(wg, x3.reshape(n, g, cg, pix), out=y3.reshape(n, g, fg, pix))
             return
+        cols = _blocks(pix, c, f, cd.itemsize, 2 * BLOCK_BYTES if fused else None, units=n)
+        epilogue = _Epilogue(b, act, (f, cols), 0, cd)
 
         def block(task: tuple[int, int]) -> None:
             i, j0 = task
