@@ -9,26 +9,14 @@ a stride > 1 adds the one gather of the strided input.
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
 import pointwise as pw
 from pointwise import _gemm
+from pointwise.bench.harness import peak_bytes
 
 RNG = np.random.default_rng(3)
-
-
-def _peak_extra(fn) -> int:
-    fn()  # thread pool and caches exist before the measured call
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
@@ -46,7 +34,7 @@ def test_forward_temporaries_are_bounded_by_one_block_and_the_gather(layout, h, 
     b = RNG.standard_normal(f, dtype=np.float32) if fused else None
     y = np.empty((n, ho, ho, f) if cl else (n, f, ho, ho), np.float32)
     act = "relu" if fused else None
-    extra = _peak_extra(lambda: pw.conv1x1(x, w, b, layout=layout, stride=stride,
+    extra = peak_bytes(lambda: pw.conv1x1(x, w, b, layout=layout, stride=stride,
                                            activation=act, out=y))
     gather = n * ho * ho * c * 4 if stride > 1 else 0
     block = _gemm.BLOCK_BYTES * (1 if cl else 2)

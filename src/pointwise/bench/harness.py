@@ -262,20 +262,24 @@ def verify(impls: Sequence[Impl], rtol: float) -> list[str]:
     return notes
 
 
+def peak_bytes(fn: Callable[[], object]) -> int:
+    """The most NumPy memory one call of ``fn`` held above what was allocated before it
+    (temporaries, and a returned result). A first, unmeasured call sets up caches and pools."""
+    fn()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
 def peak_memory(impls: Sequence[Impl]) -> None:
-    """Set ``peak_bytes`` of each verified NumPy-allocating implementation: the most memory
-    one call held above what was allocated before it (temporaries, and a returned result)."""
+    """Set ``peak_bytes`` of each verified NumPy-allocating implementation (:func:`peak_bytes`)."""
     for im in impls:
-        if not im.ok or im.runtime not in NUMPY_RUNTIMES:
-            continue
-        im.fn()  # caches and pools are set up outside the measured call
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            im.fn()
-            im.peak_bytes = tracemalloc.get_traced_memory()[1] - before
-        finally:
-            tracemalloc.stop()
+        if im.ok and im.runtime in NUMPY_RUNTIMES:
+            im.peak_bytes = peak_bytes(im.fn)
 
 
 def measure(impls: Sequence[Impl], repeats: int, target_s: float, warm_s: float,
