@@ -15,11 +15,14 @@ $(VENV)/.base:
 	$(PIP) install $(PIPFLAGS) --upgrade pip
 	touch $@
 
-$(VENV)/.demo: $(VENV)/.base pyproject.toml
+# The compiled kernels are built at install time, so a change to them reinstalls.
+KERNEL := src/pointwise/_kernel.c
+
+$(VENV)/.demo: $(VENV)/.base pyproject.toml $(KERNEL)
 	$(PIP) install $(PIPFLAGS) -e .
 	touch $@
 
-$(VENV)/.test: $(VENV)/.base pyproject.toml
+$(VENV)/.test: $(VENV)/.base pyproject.toml $(KERNEL)
 	$(PIP) install $(PIPFLAGS) -e '.[test]'
 	touch $@ $(VENV)/.demo
 
@@ -39,4 +42,4 @@ bench: $(VENV)/.test
 	$(PY) benchmarks/bench_conv.py --suite models --json results/ --png results/models.png
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis src/pointwise/*.so

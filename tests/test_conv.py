@@ -416,7 +416,8 @@ def test_parallel_blocks_restore_blas_threads_and_propagate_errors(monkeypatch):
     monkeypatch.setattr(gemm, "POOL_MIN_MACS", 0)
     shared = _count_pool_calls(monkeypatch)
     before = _blas._blas()[1]()
-    x, w, b = make("NHWC", 8, (32, 32), 64, 64, 1, True, np.float32)
+    # float64: the compiled float32 kernels would take the call off the pool
+    x, w, b = make("NHWC", 8, (32, 32), 64, 64, 1, True, np.float64)
     y = pw.conv1x1(x, w, b, activation="relu")
     np.testing.assert_allclose(y, reference_conv(x, w, b, activation="relu"), rtol=1e-4,
                                atol=1e-4)

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from pointwise import activations
+from pointwise import _native, activations
 from pointwise._blas import cores, parallel_rows
 
 __all__ = ["forward_channels_first", "forward_channels_last", "view_as"]
@@ -179,6 +179,8 @@ def forward_channels_last(
         if x2 is None:  # strided or cast: the one gather, into a contiguous buffer
             x2 = np.asarray(xi, dtype=cd, order="C").reshape(m, c)  # (M, C)
 
+        if wg.shape[0] == 1 and _native.rows(x2, wg[0], y2, b, act):
+            return  # (M, C) @ (C, F) -> (M, F), epilogue fused, on the compiled kernels
         if not fused and macs < POOL_MIN_MACS:  # one GEMM on OpenBLAS's own threads
             _gemm_rows(x2, wg, y2)  # (M, C) @ (C, F) -> (M, F)
             return
@@ -242,6 +244,8 @@ def forward_channels_first(
         if x3 is None:  # strided or cast: the one gather, into a contiguous buffer
             x3 = np.asarray(xi, dtype=cd, order="C").reshape(n, c, pix)  # (N, C, P)
 
+        if wg.shape[0] == 1 and _native.cols(wg[0], x3, y3, b, act):
+            return  # (F, C) @ (N, C, P) -> (N, F, P), epilogue fused, on the compiled kernels
         if not fused and macs < POOL_MIN_MACS:  # one batched GEMM on OpenBLAS's threads
             g, fg, cg = wg.shape
             # (G, Fg, Cg) @ (N, G, Cg, P) -> (N, G, Fg, P)

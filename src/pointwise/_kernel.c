@@ -1,0 +1,467 @@
+/* Single-threaded float32 GEMM kernels for the 1x1 convolution, with the epilogue fused.
+ *
+ * Y = act(A @ B + bias) where the small operand is read straight from memory and the large
+ * one is cut into panels. Each output tile is produced in registers over the whole K block
+ * and, on the last block, gets its bias and activation before it is stored: the output is
+ * written once, which is what NumPy's separate passes (and OpenBLAS's packing of the large
+ * operand) cannot do. Two drivers share one micro-kernel:
+ *
+ *   rows  (channels-last):  Y[m, :]   = act(X[m, :] @ W + b)      X: M x K, W: K x N
+ *   cols  (channels-first): Y[n][:, p] = act(W @ X[n][:, p] + b)   W: F x K, X[n]: K x P
+ *
+ * Callers split the work across threads (the drivers take a range) and release the GIL.
+ * AVX-512 only; pointwise.native reports whether this CPU has it, and everything else runs
+ * on NumPy's BLAS.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef Py_ssize_t idx;
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define PW_X86 1
+#include <immintrin.h>
+#define T512 __attribute__((target("avx512f,fma")))
+
+enum { ACT_NONE = 0, ACT_RELU = 1, ACT_RELU6 = 2 };
+enum { KC = 256 };       /* K block of the rows driver: an A row slice stays in L1 */
+enum { KC_COLS = 512 };  /* K block of the cols driver */
+
+/* C[MR x NV*16] (+)= A[MR x kc] @ Bp[kc x NV*16].
+ * A's rows are read in place (row stride lda), three row pointers per three rows so that
+ * every broadcast is one addressing mode; Bp is packed, zero-padded to NV*16 columns.
+ * first: C is overwritten rather than accumulated. last: bias and activation are applied.
+ * mr rows and nr columns of the tile are stored (the rest is padding). */
+#define DEF_KERNEL(MR, NV)                                                                   \
+    T512 static void kern_##MR##_##NV(idx kc, const float *restrict A, idx lda,             \
+                                      const float *restrict Bp, float *restrict C, idx ldc,  \
+                                      int mr, int nr, int first, int last,                   \
+                                      const float *bcol, const float *brow, int act) {       \
+        __m512 acc[MR][NV];                                                                  \
+        const float *ab[(MR + 2) / 3];                                                       \
+        _Pragma("GCC unroll 32") for (int q = 0; q < (MR + 2) / 3; q++) ab[q] = A + 3 * q * lda; \
+        _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps(); \
+        const idx next = MR * lda;                                                           \
+        for (idx k = 0; k < kc; k++) {                                                       \
+            if ((k & 15) == 0) /* the next tile's rows, one line each per 16 steps */        \
+                _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                        \
+                    _mm_prefetch((const char *)(ab[r / 3] + (r % 3) * lda + next + k), _MM_HINT_T0); \
+            __m512 b[NV];                                                                    \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) b[v] = _mm512_load_ps(Bp + v * 16); \
+            _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++) {                          \
+                __m512 a = _mm512_set1_ps(ab[r / 3][(r % 3) * lda + k]);                     \
+                _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                         \
+                    acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);                         \
+            }                                                                                \
+            Bp += NV * 16;                                                                   \
+        }                                                                                    \
+        const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);                 \
+        _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++) {                              \
+            if (r >= mr) break;                                                              \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {                           \
+                int lanes = nr - v * 16;                                                     \
+                __mmask16 m = lanes >= 16 ? 0xFFFF : (lanes <= 0 ? 0 : (__mmask16)((1u << lanes) - 1)); \
+                float *c = C + r * ldc + v * 16;                                             \
+                __m512 t = acc[r][v];                                                        \
+                if (!first) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, c));               \
+                if (last) {                                                                  \
+                    if (bcol) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, bcol + v * 16)); \
+                    if (brow) t = _mm512_add_ps(t, _mm512_set1_ps(brow[r]));                 \
+                    /* max/min return their second operand when one is NaN: NaN stays */     \
+                    if (act != ACT_NONE) t = _mm512_max_ps(zero, t);                         \
+                    if (act == ACT_RELU6) t = _mm512_min_ps(six, t);                         \
+                }                                                                            \
+                _mm512_mask_storeu_ps(c, m, t);                                              \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+typedef void (*kern_t)(idx, const float *, idx, const float *, float *, idx, int, int, int, int,
+                       const float *, const float *, int);
+
+/* Kernels by rows (MR) and vectors per row (NV): every MR has one for each NV up to its
+ * widest, so the last, narrower panel of a row of tiles runs without wasted lanes. */
+DEF_KERNEL(6, 1) DEF_KERNEL(6, 2) DEF_KERNEL(6, 3) DEF_KERNEL(6, 4)
+DEF_KERNEL(9, 1) DEF_KERNEL(9, 2) DEF_KERNEL(9, 3)
+DEF_KERNEL(12, 1) DEF_KERNEL(12, 2)
+DEF_KERNEL(24, 1)
+DEF_KERNEL(3, 1) DEF_KERNEL(3, 2) DEF_KERNEL(3, 3) DEF_KERNEL(3, 4)
+
+typedef struct {
+    int mr, nv;          /* rows of a tile, vectors in the widest panel */
+    kern_t by_nv[5];     /* kernel for a panel of 1..nv vectors */
+    kern_t tail[5];      /* three-row kernel for the last rows */
+} shape_t;
+
+static const shape_t SHAPES[5] = {
+    {0, 0, {0}, {0}},
+    {24, 1, {0, kern_24_1}, {0, kern_3_1}},
+    {12, 2, {0, kern_12_1, kern_12_2}, {0, kern_3_1, kern_3_2}},
+    {9, 3, {0, kern_9_1, kern_9_2, kern_9_3}, {0, kern_3_1, kern_3_2, kern_3_3}},
+    {6, 4, {0, kern_6_1, kern_6_2, kern_6_3, kern_6_4}, {0, kern_3_1, kern_3_2, kern_3_3, kern_3_4}},
+};
+
+static inline idx min_i(idx a, idx b) { return a < b ? a : b; }
+
+/* Per-thread work buffers, kept between calls and grown when needed: a fresh large
+ * allocation per call is a fresh mmap, and its page faults cost more than a small GEMM. */
+static _Thread_local float *bufs[2];
+static _Thread_local size_t buf_sizes[2];
+
+static float *scratch(int which, size_t floats) {
+    size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    if (bytes > buf_sizes[which]) {
+        free(bufs[which]);
+        bufs[which] = aligned_alloc(64, bytes);
+        buf_sizes[which] = bufs[which] ? bytes : 0;
+    }
+    return bufs[which];
+}
+
+/* Bp[k, 0:NR] = B[k, 0:nr] for k < kc, zero-padded to NR columns. */
+static void pack_panel(const float *B, idx ldb, idx kc, int nr, int NR, float *Bp) {
+    for (idx k = 0; k < kc; k++) {
+        memcpy(Bp + k * NR, B + k * ldb, (size_t)nr * sizeof(float));
+        if (nr < NR) memset(Bp + k * NR + nr, 0, (size_t)(NR - nr) * sizeof(float));
+    }
+}
+
+/* One tile of rows [i, i + mr) with the kernel `kern` (MR rows) or, for the last rows,
+ * a three-row kernel reading a zero-padded copy when fewer than three remain. */
+T512 static void tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx kc,
+                           const float *A, idx lda, const float *Bp, float *C, idx ldc,
+                           int nr, int first, int last, const float *bcol, const float *brow,
+                           int act, idx bias_step) {
+    for (; i + MR <= m1; i += MR)
+        kern(kc, A + i * lda, lda, Bp, C + i * ldc, ldc, MR, nr, first, last, bcol,
+             brow ? brow + i * bias_step : NULL, act);
+    for (; i < m1; i += 3) {
+        int mr = (int)min_i(m1 - i, 3);
+        if (mr == 3) {
+            tail(kc, A + i * lda, lda, Bp, C + i * ldc, ldc, 3, nr, first, last, bcol,
+                 brow ? brow + i * bias_step : NULL, act);
+        } else {
+            float pad[3 * KC_COLS];
+            for (int r = 0; r < 3; r++)
+                for (idx k = 0; k < kc; k++) pad[r * kc + k] = r < mr ? A[(i + r) * lda + k] : 0.0f;
+            tail(kc, pad, kc, Bp, C + i * ldc, ldc, mr, nr, first, last, bcol,
+                 brow ? brow + i * bias_step : NULL, act);
+        }
+    }
+}
+
+/* Channels-last: Y[m, :] = act(X[m, :] @ W + bias) for m in [m0, m1). */
+T512 static int rows_driver(idx m0, idx m1, idx K, idx N, const float *X, idx ldx,
+                            const float *W, idx ldw, float *Y, idx ldy, const float *bias,
+                            int act) {
+    const shape_t *s = &SHAPES[N <= 16 ? 1 : N <= 32 ? 2 : N <= 48 ? 3 : 4];
+    const int NR = s->nv * 16;
+    const idx kcb = min_i(K, KC);
+    /* The packed W block (kcb x NC) is kept in L2, 512 KiB of it. */
+    idx NC = (idx)(512 * 1024 / sizeof(float)) / kcb / NR * NR;
+    if (NC < NR) NC = NR;
+    if (NC > N) NC = N;
+    float *Bp = scratch(0, (size_t)(kcb * (NC + NR)));
+    if (Bp == NULL) return -1;
+    for (idx jc = 0; jc < N; jc += NC) {
+        const idx nc = min_i(N - jc, NC);
+        for (idx pc = 0; pc < K; pc += KC) {
+            const idx kc = min_i(K - pc, KC);
+            const int first = pc == 0, last = pc + kc >= K;
+            for (idx j = 0; j < nc; j += NR) {
+                const int nr = (int)min_i(nc - j, NR);
+                pack_panel(W + pc * ldw + jc + j, ldw, kc, nr, (nr + 15) / 16 * 16, Bp + j * kc);
+            }
+            /* rows outermost, in slabs, so each slab of X is read from cache for every panel */
+            for (idx i = m0; i < m1; i += 4 * s->mr * 8) {
+                const idx i1 = min_i(m1, i + 4 * s->mr * 8);
+                for (idx j = 0; j < nc; j += NR) {
+                    const int nr = (int)min_i(nc - j, NR), nv = (nr + 15) / 16;
+                    tile_rows(s->by_nv[nv], s->tail[nv], s->mr, i, i1, kc, X + pc, ldx,
+                              Bp + j * kc, Y + jc + j, ldy, nr, first, last,
+                              bias ? bias + jc + j : NULL, NULL, act, 0);
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* Channels-first: for the flattened columns q in [q0, q1) of N images of P pixels each
+ * (q = n * P + p), Y[n][:, p] = act(W @ X[n][:, p] + bias). Below NR pixels per image, a
+ * panel spans images; it is computed into a scratch tile and then copied out. */
+T512 static int cols_driver(idx q0, idx q1, idx P, idx K, idx F, const float *W, idx ldw,
+                            const float *X, idx xn, idx xc, float *Y, idx yn, idx yf,
+                            const float *bias, int act) {
+    const shape_t *s = &SHAPES[4];
+    const int NR = 64;
+    const idx kcb = min_i(K, KC_COLS);
+    float *Bp = scratch(0, (size_t)(kcb * NR));
+    float *tile = scratch(1, (size_t)(F * NR));
+    if (Bp == NULL || tile == NULL) return -1;
+    for (idx q = q0, nr_ = 0; q < q1; q += nr_) {
+        const idx n = q / P, p = q % P;
+        /* Images of 64 pixels or more are cut at their edges; smaller ones share panels. */
+        nr_ = min_i(q1 - q, P >= NR ? min_i(NR, P - p) : NR);
+        const int nr = (int)nr_, nv = (nr + 15) / 16, width = nv * 16;  /* packed row length */
+        const int direct = p + nr <= P;   /* the panel lies in one image */
+        float *C = direct ? Y + n * yn + p : tile;
+        const idx ldc = direct ? yf : NR;
+        for (idx pc = 0; pc < K; pc += KC_COLS) {
+            const idx kc = min_i(K - pc, KC_COLS);
+            /* pack X[:, pc:pc+kc, columns q..q+nr) image by image */
+            for (int j = 0; j < nr;) {
+                const idx qq = q + j, nn = qq / P, pp = qq % P;
+                const int run = (int)min_i(P - pp, nr - j);
+                const float *src = X + nn * xn + pc * xc + pp;
+                for (idx k = 0; k < kc; k++) memcpy(Bp + k * width + j, src + k * xc, (size_t)run * sizeof(float));
+                j += run;
+            }
+            if (nr < width)
+                for (idx k = 0; k < kc; k++) memset(Bp + k * width + nr, 0, (size_t)(width - nr) * sizeof(float));
+            tile_rows(s->by_nv[nv], s->tail[nv], s->mr, 0, F, kc, W + pc, ldw, Bp, C, ldc, nr,
+                      pc == 0, pc + kc >= K, NULL, bias, act, 1);
+        }
+        if (!direct)
+            for (int j = 0; j < nr;) {
+                const idx qq = q + j, nn = qq / P, pp = qq % P;
+                const int run = (int)min_i(P - pp, nr - j);
+                for (idx f = 0; f < F; f++)
+                    memcpy(Y + nn * yn + f * yf + pp, tile + f * NR + j, (size_t)run * sizeof(float));
+                j += run;
+            }
+    }
+    return 0;
+}
+
+static int has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+}
+
+/* ---- a small spinning thread pool ------------------------------------------------------
+ * Handing work to a sleeping thread costs ~60 us on these VMs (a futex wake), as long as a
+ * small convolution. So a worker, once done, spins for SPIN_NS watching for the next job
+ * before it sleeps; back-to-back calls (a network's layers) then start in about a
+ * microsecond. The caller always takes part 0 itself. Only one job runs at a time; a call
+ * that finds the pool busy (another Python thread) runs single-threaded instead of waiting.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+enum { MAX_THREADS = 64 };
+#define SPIN_NS 200000L
+
+typedef void (*part_fn)(void *arg, int part, int parts);
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;   /* guards sleeping */
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t job_mu = PTHREAD_MUTEX_INITIALIZER;    /* one job at a time */
+static atomic_uint job_gen;
+static atomic_int job_pending;
+static part_fn job_fn;
+static void *job_arg;
+static int job_parts;
+static int n_workers;
+
+static long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+typedef struct { int me; unsigned seen; } worker_start;
+
+static void *worker_main(void *p) {
+    /* me: 1 .. n_workers. seen: the generation before the worker existed (the creator holds
+     * job_mu, so no job can be posted between the two), read by the creator: a worker that
+     * read it itself could miss the job posted right after its creation. */
+    const int me = ((worker_start *)p)->me;
+    unsigned seen = ((worker_start *)p)->seen;
+    free(p);
+    for (;;) {
+        unsigned g = atomic_load_explicit(&job_gen, memory_order_acquire);
+        if (g == seen) {
+            const long until = now_ns() + SPIN_NS;
+            for (int i = 0; g == seen; i++) {
+                _mm_pause();
+                g = atomic_load_explicit(&job_gen, memory_order_acquire);
+                if ((i & 255) == 255 && now_ns() > until) break;
+            }
+            if (g == seen) {
+                pthread_mutex_lock(&pool_mu);
+                while ((g = atomic_load_explicit(&job_gen, memory_order_acquire)) == seen)
+                    pthread_cond_wait(&pool_cv, &pool_mu);
+                pthread_mutex_unlock(&pool_mu);
+            }
+        }
+        seen = g;
+        if (me < job_parts) job_fn(job_arg, me, job_parts);
+        atomic_fetch_sub_explicit(&job_pending, 1, memory_order_acq_rel);
+    }
+    return NULL;
+}
+
+/* A forked child has none of the parent's threads: start the pool afresh on first use. */
+static void pool_after_fork(void) {
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    pool_mu = m;
+    job_mu = m;
+    pool_cv = c;
+    n_workers = 0;
+}
+
+/* Run fn(arg, part, parts) for part in [0, parts), on up to parts threads. */
+static void run_parts(part_fn fn, void *arg, int parts) {
+    if (parts > MAX_THREADS) parts = MAX_THREADS;
+    if (parts <= 1 || pthread_mutex_trylock(&job_mu) != 0) {
+        for (int p = 0; p < parts; p++) fn(arg, p, parts);
+        return;
+    }
+    while (n_workers < parts - 1) {  /* grow the pool; workers are never stopped */
+        pthread_t t;
+        worker_start *w = malloc(sizeof *w);
+        if (w == NULL) break;
+        w->me = n_workers + 1;
+        w->seen = atomic_load_explicit(&job_gen, memory_order_acquire);
+        if (pthread_create(&t, NULL, worker_main, w) != 0) {
+            free(w);
+            break;
+        }
+        pthread_detach(t);
+        n_workers++;
+    }
+    if (parts > n_workers + 1) parts = n_workers + 1;
+    job_fn = fn;
+    job_arg = arg;
+    job_parts = parts;
+    atomic_store_explicit(&job_pending, n_workers, memory_order_release);
+    pthread_mutex_lock(&pool_mu);
+    atomic_fetch_add_explicit(&job_gen, 1, memory_order_acq_rel);
+    pthread_cond_broadcast(&pool_cv);
+    pthread_mutex_unlock(&pool_mu);
+    fn(arg, 0, parts);
+    while (atomic_load_explicit(&job_pending, memory_order_acquire) > 0) _mm_pause();
+    pthread_mutex_unlock(&job_mu);
+}
+
+/* ---- jobs ------------------------------------------------------------------------------ */
+typedef struct {
+    idx M, K, N, ldx, ldw, ldy;
+    const float *X, *W, *bias;
+    float *Y;
+    int act;
+    atomic_int failed;
+} rows_job;
+
+static void rows_part(void *arg, int part, int parts) {
+    rows_job *j = arg;
+    /* parts in whole tiles, so only the last part has a tail (the heights of rows_driver) */
+    const idx unit = j->N <= 16 ? 24 : j->N <= 32 ? 12 : j->N <= 48 ? 9 : 6;
+    const idx per = (j->M + parts * unit - 1) / (parts * unit) * unit;
+    const idx m0 = min_i(j->M, part * per), m1 = min_i(j->M, m0 + per);
+    if (m0 < m1 && rows_driver(m0, m1, j->K, j->N, j->X, j->ldx, j->W, j->ldw, j->Y, j->ldy,
+                               j->bias, j->act) != 0)
+        atomic_store(&j->failed, 1);
+}
+
+typedef struct {
+    idx N, P, K, F, ldw, xn, xc, yn, yf;
+    const float *W, *X, *bias;
+    float *Y;
+    int act;
+    atomic_int failed;
+} cols_job;
+
+static void cols_part(void *arg, int part, int parts) {
+    cols_job *j = arg;
+    const idx Q = j->N * j->P;
+    /* whole images per part when they divide evenly, else columns in panel multiples */
+    const idx unit = j->N % parts == 0 ? j->P : 64;
+    const idx units = (Q + unit - 1) / unit;
+    const idx q0 = min_i(Q, units * part / parts * unit), q1 = min_i(Q, units * (part + 1) / parts * unit);
+    if (q0 < q1 && cols_driver(q0, q1, j->P, j->K, j->F, j->W, j->ldw, j->X, j->xn, j->xc, j->Y,
+                               j->yn, j->yf, j->bias, j->act) != 0)
+        atomic_store(&j->failed, 1);
+}
+#else
+static int has_avx512(void) { return 0; }
+#endif
+
+/* ---- Python interface ------------------------------------------------------------------
+ * Pointers travel as integers (ndarray.ctypes.data). pointwise._native checks every shape,
+ * stride, dtype and alignment before it calls; nothing here can check them again. */
+static PyObject *py_available(PyObject *self, PyObject *args) {
+    (void)self; (void)args;
+    return PyBool_FromLong(has_avx512());
+}
+
+static PyObject *py_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    int threads, act, failed = 1;
+    idx M, K, N, ldx, ldw, ldy;
+    unsigned long long x, w, y, b;
+    if (!PyArg_ParseTuple(args, "innnKnKnKnKi", &threads, &M, &K, &N, &x, &ldx, &w, &ldw, &y,
+                          &ldy, &b, &act))
+        return NULL;
+#ifdef PW_X86
+    rows_job j = {M, K, N, ldx, ldw, ldy, (const float *)(uintptr_t)x, (const float *)(uintptr_t)w,
+                  (const float *)(uintptr_t)b, (float *)(uintptr_t)y, act, 0};
+    Py_BEGIN_ALLOW_THREADS
+    run_parts(rows_part, &j, threads);
+    Py_END_ALLOW_THREADS
+    failed = atomic_load(&j.failed);
+#endif
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_cols(PyObject *self, PyObject *args) {
+    (void)self;
+    int threads, act, failed = 1;
+    idx N, P, K, F, ldw, xn, xc, yn, yf;
+    unsigned long long w, x, y, b;
+    if (!PyArg_ParseTuple(args, "innnnKnKnnKnnKi", &threads, &N, &P, &K, &F, &w, &ldw, &x, &xn,
+                          &xc, &y, &yn, &yf, &b, &act))
+        return NULL;
+#ifdef PW_X86
+    cols_job j = {N, P, K, F, ldw, xn, xc, yn, yf, (const float *)(uintptr_t)w,
+                  (const float *)(uintptr_t)x, (const float *)(uintptr_t)b,
+                  (float *)(uintptr_t)y, act, 0};
+    Py_BEGIN_ALLOW_THREADS
+    run_parts(cols_part, &j, threads);
+    Py_END_ALLOW_THREADS
+    failed = atomic_load(&j.failed);
+#endif
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"available", py_available, METH_NOARGS, "Whether this CPU runs the kernels (AVX-512F, FMA)."},
+    {"rows", py_rows, METH_VARARGS,
+     "rows(threads, M, K, N, x, ldx, w, ldw, y, ldy, bias, act): channels-last GEMM."},
+    {"cols", py_cols, METH_VARARGS,
+     "cols(threads, N, P, K, F, w, ldw, x, xn, xc, y, yn, yf, bias, act): channels-first GEMM."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernel(void) {
+#ifdef PW_X86
+    static int registered = 0;
+    if (!registered) {
+        pthread_atfork(NULL, NULL, pool_after_fork);
+        registered = 1;
+    }
+#endif
+    return PyModule_Create(&module);
+}
