@@ -16,10 +16,12 @@ RNG = np.random.default_rng(7)
 
 
 def _full(x, w, b, **kw):
-    """The full path: the same call with an explicit ``out=``, which the fast path declines."""
+    """The full path: the same call with the stride as a pair, which the fast path declines."""
     p = check_forward(x, w, b, **kw)
     y = np.empty(p.out_shape, p.dtype)
-    return pw.conv1x1(x, w, b, out=y, **kw)
+    assert _fastpath.try_forward(x, w, b, kw.get("layout", "NHWC"), (1, 1), 0, 1,
+                                 kw.get("activation"), y) is None
+    return pw.conv1x1(x, w, b, out=y, stride=(1, 1), **kw)
 
 
 CASES = [
@@ -35,7 +37,7 @@ CASES = [
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
 @pytest.mark.parametrize(("layout", "xs", "ws"), CASES)
 def test_fast_path_matches_full_path_and_reference(layout, xs, ws, activation, bias, dtype):
     x = RNG.standard_normal(xs).astype(dtype)
@@ -91,12 +93,29 @@ def test_fast_path_declines_anything_but_plain_calls(kwargs):
         (np.ones((0, 2, 2, 3), np.float32), np.ones((3, 2), np.float32), None),  # empty
         (np.ones((1, 2, 2, 0), np.float32), np.ones((0, 2), np.float32), None),  # C = 0
         (np.ones((1, 2, 2, 3), np.float32), np.ones((3, 0), np.float32), None),  # F = 0
-        (np.ones((8, 64, 64, 64), np.float32), np.ones((64, 64), np.float32), None),  # large
+        (np.ones((8, 64, 64, 64)), np.ones((64, 64)), None),  # large float64
         (np.ma.ones((1, 2, 2, 3), np.float32), np.ones((3, 2), np.float32), None),  # subclass
     ],
 )
 def test_fast_path_leaves_odd_or_large_calls_to_the_full_path(x, w, b):
     assert _fastpath.try_forward(x, w, b, "NHWC", 1, 0, 1, None, None) is None
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_large_float32_calls_take_the_fast_path_only_onto_the_kernels(monkeypatch, layout):
+    # Their bias and ReLU are fused in the kernels; without them, the full path's blocks are.
+    from pointwise import _native
+
+    x = RNG.standard_normal((8, 64, 64, 64)).astype(np.float32)  # C = 64 in either layout
+    w = RNG.standard_normal((64, 48) if layout == "NHWC" else (48, 64)).astype(np.float32)
+    b = RNG.standard_normal(48).astype(np.float32)
+    fast = _fastpath.try_forward(x, w, b, layout, 1, 0, 1, "relu", None)
+    assert (fast is not None) == _native.ENABLED
+    if fast is not None:
+        np.testing.assert_allclose(fast, _full(x, w, b, layout=layout, activation="relu"),
+                                   rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(_native, "ENABLED", False)
+    assert _fastpath.try_forward(x, w, b, layout, 1, 0, 1, "relu", None) is None
 
 
 def test_bad_calls_get_the_full_paths_errors():

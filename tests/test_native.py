@@ -60,9 +60,7 @@ def test_rows_match_float64(m, c, f, bias, act, pad, threads, seed):
     b = data(rng, f) if bias else None
     kernel = _native._kernel
     assert kernel is not None
-    kernel.rows(threads, m, c, f, x.ctypes.data, x.strides[0] // 4, w.ctypes.data,
-                w.strides[0] // 4, y.ctypes.data, y.strides[0] // 4,
-                0 if b is None else b.ctypes.data, _native._ACT[act])
+    assert kernel.rows(threads, x, w, y[:, :f], b, _native.ACTIVATIONS[act])
     ref = reference(x.astype(np.float64) @ w.astype(np.float64), b, act)
     close(y[:, :f], ref, c)
     assert (y[:, f:] == 7.0).all(), "wrote past the last column"
@@ -80,9 +78,7 @@ def test_cols_match_float64(n, c, p, f, bias, act, threads, seed):
     b = data(rng, f) if bias else None
     kernel = _native._kernel
     assert kernel is not None
-    kernel.cols(threads, n, p, c, f, w.ctypes.data, w.strides[0] // 4, x.ctypes.data,
-                x.strides[0] // 4, x.strides[1] // 4, y.ctypes.data, y.strides[0] // 4,
-                y.strides[1] // 4, 0 if b is None else b.ctypes.data, _native._ACT[act])
+    assert kernel.cols(threads, w, x, y[:, :, :p], b, _native.ACTIVATIONS[act])
     ref = reference(np.matmul(w.astype(np.float64), x.astype(np.float64)),
                     None if b is None else b[:, None], act)
     close(y[:, :, :p], ref, c)
@@ -90,18 +86,22 @@ def test_cols_match_float64(n, c, p, f, bias, act, threads, seed):
 
 
 def count_calls(monkeypatch) -> list[str]:
-    """Record each call that reaches the compiled kernels."""
+    """Record each call that the compiled kernels computed."""
     calls: list[str] = []
     real = _native._kernel
 
     class Counting:
         def rows(self, *args):
-            calls.append("rows")
-            return real.rows(*args)
+            took = real.rows(*args)
+            if took:
+                calls.append("rows")
+            return took
 
         def cols(self, *args):
-            calls.append("cols")
-            return real.cols(*args)
+            took = real.cols(*args)
+            if took:
+                calls.append("cols")
+            return took
 
     monkeypatch.setattr(_native, "_kernel", Counting())
     return calls
@@ -147,6 +147,79 @@ def test_calls_the_kernels_cannot_address_take_the_numpy_path(monkeypatch, case)
     assert calls == [] or case == "padding"
     monkeypatch.setattr(_native, "_kernel", None)
     np.testing.assert_allclose(y, pw.conv1x1(x, w, b, **kw), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+@pytest.mark.parametrize("driver", ["rows", "cols"])
+def test_work_shared_among_threads_matches(driver, threads):
+    # large enough for the pool (2^20 multiply-adds), sizes that no thread count divides
+    rng = np.random.default_rng(threads)
+    kernel = _native._kernel
+    assert kernel is not None
+    if driver == "rows":
+        x, w, b = data(rng, 1003, 301), data(rng, 301, 77), data(rng, 77)
+        y = np.empty((1003, 77), np.float32)
+        assert kernel.rows(threads, x, w, y, b, 1)
+        ref = reference(x.astype(np.float64) @ w.astype(np.float64), b, "relu")
+    else:
+        x, w, b = data(rng, 5, 301, 141), data(rng, 77, 301), data(rng, 77)
+        y = np.empty((5, 77, 141), np.float32)
+        assert kernel.cols(threads, w, x, y, b, 1)
+        ref = reference(np.matmul(w.astype(np.float64), x.astype(np.float64)), b[:, None],
+                        "relu")
+    close(y, ref, 301)
+
+
+def operands(driver: str):
+    rng = np.random.default_rng(5)
+    if driver == "rows":
+        return [data(rng, 40, 30), data(rng, 30, 20), np.zeros((40, 20), np.float32)]
+    return [data(rng, 20, 30), data(rng, 2, 30, 40), np.zeros((2, 20, 40), np.float32)]
+
+
+def misaligned(a: np.ndarray) -> np.ndarray:
+    raw = np.zeros(a.nbytes + 1, np.uint8)
+    out = np.ndarray(a.shape, np.float32, raw.data, offset=1)  # one byte off a float
+    assert out.ctypes.data % 4 != 0
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("driver", ["rows", "cols"])
+@pytest.mark.parametrize("change", ["float64", "byteswapped", "misaligned", "reversed",
+                                    "strided last axis", "shape mismatch", "zero size",
+                                    "read-only output", "not an array"])
+def test_the_kernels_decline_what_they_cannot_address(driver, change):
+    # They return False and leave the output untouched, whichever operand is odd.
+    kernel = _native._kernel
+    assert kernel is not None
+    for i in range(3):
+        ops = operands(driver)
+        a = ops[i]
+        if change == "float64":
+            ops[i] = a.astype(np.float64)
+        elif change == "byteswapped":
+            ops[i] = a.astype(">f4")
+        elif change == "misaligned":
+            ops[i] = misaligned(a)
+        elif change == "reversed":
+            ops[i] = a[::-1]
+        elif change == "strided last axis":
+            ops[i] = np.repeat(a, 2, axis=-1)[..., ::2]
+        elif change == "shape mismatch":
+            ops[i] = a[..., :-1] if i < 2 else a[:-1]
+        elif change == "zero size":
+            ops[i] = a[:0]
+        elif change == "read-only output":
+            if i != 2:
+                continue
+            a.flags.writeable = False
+        else:
+            ops[i] = a.tolist()
+        before = ops[2].copy() if isinstance(ops[2], np.ndarray) else None
+        assert getattr(kernel, driver)(2, *ops, None, 0) is False, (change, i)
+        if before is not None and before.size:
+            np.testing.assert_array_equal(ops[2], before)
 
 
 def test_nan_and_inf_propagate_through_relu():

@@ -5,7 +5,10 @@ out of the input and output; here, ``xi`` and ``yi`` are views with the same pix
 Shapes use one alphabet: N, C (in), F (out), G (groups), M rows of a channels-last block,
 P pixels of a channels-first block.
 
-Two ways to run, one rule for plain and fused calls alike (see ``POOL_MIN_MACS``):
+float32 calls with one group and an activation the kernels fuse go to the compiled kernels
+(:mod:`pointwise._native`) when they are built and the CPU has AVX-512. The rest run on
+NumPy's BLAS in one of two ways, one rule for plain and fused calls alike (see
+``POOL_MIN_MACS``):
 
 * little work: on the calling thread with OpenBLAS's own threads; a plain call is one GEMM
   over all pixels, exactly ``np.matmul``, and a fused one runs its blocks in order;

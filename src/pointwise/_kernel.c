@@ -218,7 +218,14 @@ T512 static int cols_driver(idx q0, idx q1, idx P, idx K, idx F, const float *W,
                 const idx qq = q + j, nn = qq / P, pp = qq % P;
                 const int run = (int)min_i(P - pp, nr - j);
                 const float *src = X + nn * xn + pc * xc + pp;
-                for (idx k = 0; k < kc; k++) memcpy(Bp + k * width + j, src + k * xc, (size_t)run * sizeof(float));
+                for (idx k = 0; k < kc; k++) {
+                    /* Each channel is its own stream, too many for the hardware prefetcher
+                     * when C is large: fetch the next panel's four lines of this row now. */
+                    const float *row = src + k * xc;
+                    _Pragma("GCC unroll 4") for (int l = 0; l < NR; l += 16)
+                        _mm_prefetch((const char *)(row + run + l), _MM_HINT_T0);
+                    memcpy(Bp + k * width + j, row, (size_t)run * sizeof(float));
+                }
                 j += run;
             }
             if (nr < width)
@@ -239,8 +246,12 @@ T512 static int cols_driver(idx q0, idx q1, idx P, idx K, idx F, const float *W,
 }
 
 static int has_avx512(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    }
+    return known;
 }
 
 /* ---- a small spinning thread pool ------------------------------------------------------
@@ -395,8 +406,68 @@ static int has_avx512(void) { return 0; }
 #endif
 
 /* ---- Python interface ------------------------------------------------------------------
- * Pointers travel as integers (ndarray.ctypes.data). pointwise._native checks every shape,
- * stride, dtype and alignment before it calls; nothing here can check them again. */
+ * rows(threads, x, w, y, bias, act) and cols(threads, w, x, y, bias, act) take NumPy arrays
+ * (any object with the buffer protocol) and return True once y holds the result, or False,
+ * having written nothing, when an operand is not something the kernels address directly:
+ * not float32 in native byte order, misaligned, a negative stride or a non-unit stride
+ * along the contiguous axis, a zero size, shapes that do not fit together, or an output
+ * that may overlap an input. The caller then computes the call its own way. */
+
+/* Element strides of a float32 buffer with unit stride on its last axis, or 0. */
+static int float_view(PyObject *obj, Py_buffer *v, int ndim, int writable) {
+    if (PyObject_GetBuffer(obj, v, PyBUF_STRIDED_RO | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) != 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    int ok = v->ndim == ndim && v->itemsize == 4 && v->format != NULL &&
+             strcmp(v->format, "f") == 0 && ((uintptr_t)v->buf & 3) == 0;
+    for (int d = 0; ok && d < ndim; d++) {
+        ok = v->shape[d] > 0 && v->strides[d] >= 0 && v->strides[d] % 4 == 0;
+        if (d == ndim - 1) ok = ok && v->strides[d] == 4;
+    }
+    if (!ok) PyBuffer_Release(v);
+    return ok;
+}
+
+/* The bytes a view spans (strides are non-negative here). */
+static void span(const Py_buffer *v, uintptr_t *lo, uintptr_t *hi) {
+    uintptr_t end = (uintptr_t)v->buf + (uintptr_t)v->itemsize;
+    for (int d = 0; d < v->ndim; d++) end += (uintptr_t)(v->shape[d] - 1) * (uintptr_t)v->strides[d];
+    *lo = (uintptr_t)v->buf;
+    *hi = end;
+}
+
+/* Whether the output (views[out]) may share memory with any other view: by their bounds, as
+ * numpy.may_share_memory does. The kernels write the output while they read the inputs. */
+static int overlaps(const Py_buffer *views, int n, int out) {
+    uintptr_t olo, ohi, lo, hi;
+    span(&views[out], &olo, &ohi);
+    for (int i = 0; i < n; i++) {
+        if (i == out) continue;
+        span(&views[i], &lo, &hi);
+        if (lo < ohi && olo < hi) return 1;
+    }
+    return 0;
+}
+
+static void release(Py_buffer *views, int n) {
+    for (int i = 0; i < n; i++) PyBuffer_Release(&views[i]);
+}
+
+/* Below this many multiply-adds a call runs on the calling thread alone: waking a pool
+ * thread that has gone to sleep would cost more than it saves. */
+#define PARALLEL_MIN_MACS (1LL << 20)
+
+static int parse(PyObject *args, int *threads, PyObject **a, PyObject **b, PyObject **y,
+                 PyObject **bias, int *act) {
+    if (!PyArg_ParseTuple(args, "iOOOOi", threads, a, b, y, bias, act)) return 0;
+    if (*act < 0 || *act > 2) {
+        PyErr_Format(PyExc_ValueError, "expected act 0 (none), 1 (relu) or 2 (relu6), but got %d", *act);
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *py_available(PyObject *self, PyObject *args) {
     (void)self; (void)args;
     return PyBool_FromLong(has_avx512());
@@ -404,51 +475,70 @@ static PyObject *py_available(PyObject *self, PyObject *args) {
 
 static PyObject *py_rows(PyObject *self, PyObject *args) {
     (void)self;
-    int threads, act, failed = 1;
-    idx M, K, N, ldx, ldw, ldy;
-    unsigned long long x, w, y, b;
-    if (!PyArg_ParseTuple(args, "innnKnKnKnKi", &threads, &M, &K, &N, &x, &ldx, &w, &ldw, &y,
-                          &ldy, &b, &act))
-        return NULL;
+    int threads, act, n = 0, ok = 0;
+    PyObject *xo, *wo, *yo, *bo;
+    if (!parse(args, &threads, &xo, &wo, &yo, &bo, &act)) return NULL;
 #ifdef PW_X86
-    rows_job j = {M, K, N, ldx, ldw, ldy, (const float *)(uintptr_t)x, (const float *)(uintptr_t)w,
-                  (const float *)(uintptr_t)b, (float *)(uintptr_t)y, act, 0};
-    Py_BEGIN_ALLOW_THREADS
-    run_parts(rows_part, &j, threads);
-    Py_END_ALLOW_THREADS
-    failed = atomic_load(&j.failed);
+    Py_buffer v[4];  /* x (M, K), w (K, N), y (M, N), bias (N,) */
+    if (!has_avx512() || !float_view(xo, &v[n++], 2, 0) || !float_view(wo, &v[n++], 2, 0) ||
+        !float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0))) {
+        release(v, n - 1);
+        Py_RETURN_FALSE;
+    }
+    const idx M = v[0].shape[0], K = v[0].shape[1], N = v[1].shape[1];
+    if (v[1].shape[0] == K && v[2].shape[0] == M && v[2].shape[1] == N &&
+        (bo == Py_None || v[3].shape[0] == N) && !overlaps(v, n, 2)) {
+        rows_job j = {M, K, N, v[0].strides[0] / 4, v[1].strides[0] / 4, v[2].strides[0] / 4,
+                      v[0].buf, v[1].buf, bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0};
+        const int parts = (long long)M * K * N >= PARALLEL_MIN_MACS ? threads : 1;
+        Py_BEGIN_ALLOW_THREADS
+        run_parts(rows_part, &j, parts);
+        Py_END_ALLOW_THREADS
+        ok = atomic_load(&j.failed) ? -1 : 1;
+    }
+    release(v, n);
+    if (ok < 0) return PyErr_NoMemory();
 #endif
-    if (failed) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return PyBool_FromLong(ok);
 }
 
 static PyObject *py_cols(PyObject *self, PyObject *args) {
     (void)self;
-    int threads, act, failed = 1;
-    idx N, P, K, F, ldw, xn, xc, yn, yf;
-    unsigned long long w, x, y, b;
-    if (!PyArg_ParseTuple(args, "innnnKnKnnKnnKi", &threads, &N, &P, &K, &F, &w, &ldw, &x, &xn,
-                          &xc, &y, &yn, &yf, &b, &act))
-        return NULL;
+    int threads, act, n = 0, ok = 0;
+    PyObject *wo, *xo, *yo, *bo;
+    if (!parse(args, &threads, &wo, &xo, &yo, &bo, &act)) return NULL;
 #ifdef PW_X86
-    cols_job j = {N, P, K, F, ldw, xn, xc, yn, yf, (const float *)(uintptr_t)w,
-                  (const float *)(uintptr_t)x, (const float *)(uintptr_t)b,
-                  (float *)(uintptr_t)y, act, 0};
-    Py_BEGIN_ALLOW_THREADS
-    run_parts(cols_part, &j, threads);
-    Py_END_ALLOW_THREADS
-    failed = atomic_load(&j.failed);
+    Py_buffer v[4];  /* w (F, K), x (N, K, P), y (N, F, P), bias (F,) */
+    if (!has_avx512() || !float_view(wo, &v[n++], 2, 0) || !float_view(xo, &v[n++], 3, 0) ||
+        !float_view(yo, &v[n++], 3, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0))) {
+        release(v, n - 1);
+        Py_RETURN_FALSE;
+    }
+    const idx F = v[0].shape[0], K = v[0].shape[1];
+    const idx N = v[1].shape[0], P = v[1].shape[2];
+    if (v[1].shape[1] == K && v[2].shape[0] == N && v[2].shape[1] == F && v[2].shape[2] == P &&
+        (bo == Py_None || v[3].shape[0] == F) && !overlaps(v, n, 2)) {
+        cols_job j = {N, P, K, F, v[0].strides[0] / 4, v[1].strides[0] / 4, v[1].strides[1] / 4,
+                      v[2].strides[0] / 4, v[2].strides[1] / 4, v[0].buf, v[1].buf,
+                      bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0};
+        const int parts = (long long)N * P * K * F >= PARALLEL_MIN_MACS ? threads : 1;
+        Py_BEGIN_ALLOW_THREADS
+        run_parts(cols_part, &j, parts);
+        Py_END_ALLOW_THREADS
+        ok = atomic_load(&j.failed) ? -1 : 1;
+    }
+    release(v, n);
+    if (ok < 0) return PyErr_NoMemory();
 #endif
-    if (failed) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return PyBool_FromLong(ok);
 }
 
 static PyMethodDef methods[] = {
     {"available", py_available, METH_NOARGS, "Whether this CPU runs the kernels (AVX-512F, FMA)."},
     {"rows", py_rows, METH_VARARGS,
-     "rows(threads, M, K, N, x, ldx, w, ldw, y, ldy, bias, act): channels-last GEMM."},
+     "rows(threads, x, w, y, bias, act) -> bool: y (M, N) = act(x (M, K) @ w (K, N) + bias)."},
     {"cols", py_cols, METH_VARARGS,
-     "cols(threads, N, P, K, F, w, ldw, x, xn, xc, y, yn, yf, bias, act): channels-first GEMM."},
+     "cols(threads, w, x, y, bias, act) -> bool: y[n] (F, P) = act(w (F, K) @ x[n] (K, P) + bias)."},
     {NULL, NULL, 0, NULL},
 };
 

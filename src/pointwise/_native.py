@@ -1,4 +1,5 @@
-"""The compiled float32 kernels (``_kernel.c``), behind checks that make every call safe.
+"""The compiled float32 kernels (``_kernel.c``): what they take, and the switch that turns
+them off.
 
 The kernels compute ``act(A @ B + bias)`` with bias and ReLU/ReLU6 applied to each output
 tile in registers, so the output is written once; OpenBLAS's GEMM followed by NumPy's epilogue
@@ -11,9 +12,11 @@ they are missing (no compiler at install time, another CPU) or switched off with
 ``POINTWISE_NATIVE=0``, :data:`ENABLED` is False and every call runs on NumPy's BLAS, with the
 same results to rounding.
 
-:func:`rows` and :func:`cols` take only what the kernels can address directly: float32,
-aligned, unit stride along the channel or pixel axis, one group, and an activation the
-kernel fuses. Anything else returns False, having done nothing, and the caller computes the
+:func:`rows` and :func:`cols` take only what the kernels address directly: float32 in native
+byte order, aligned, non-negative strides with unit stride on the last axis, no zero size,
+an output that overlaps no input (by bounds, as ``np.may_share_memory``), and an activation
+the kernel fuses. The checks run in C, in well under a microsecond; for
+anything else the functions return False, having done nothing, and the caller computes the
 block its usual way.
 """
 
@@ -42,18 +45,12 @@ def _load() -> ModuleType | None:
 _kernel = _load()
 ENABLED = _kernel is not None
 
-# Below this many multiply-adds a call runs on the calling thread alone: handing half of it
-# to a pool thread that has gone to sleep costs more than it saves.
+#: The activations the kernels fuse, by their code in _kernel.c.
+ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}
+
+#: The kernels run a call on one thread below this many multiply-adds (PARALLEL_MIN_MACS in
+#: _kernel.c); asking OpenBLAS for the core count is skipped there, a third of a tiny call.
 PARALLEL_MIN_MACS = 1 << 20
-
-_ACT = {None: 0, "relu": 1, "relu6": 2}
-_F32 = np.dtype(np.float32)
-
-
-def _ok(a: np.ndarray, unit_axis: int) -> bool:
-    """float32, aligned, unit stride on ``unit_axis`` and non-negative strides elsewhere."""
-    return (a.dtype == _F32 and a.flags.aligned
-            and a.strides[unit_axis] == 4 and all(s >= 0 and s % 4 == 0 for s in a.strides))
 
 
 def _threads(macs: int) -> int:
@@ -63,32 +60,17 @@ def _threads(macs: int) -> int:
 def rows(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None,
          act: str | None) -> bool:
     """``y (M, F) = act(x (M, C) @ w (C, F) + b)`` on the kernels; False if they can't."""
-    if (_kernel is None or act not in _ACT or not (_ok(x, 1) and _ok(w, 1) and _ok(y, 1))
-            or (b is not None and not _ok(b, 0))):
+    code = ACTIVATIONS.get(act, -1)
+    if _kernel is None or code < 0:
         return False
-    m, c = x.shape
-    f = w.shape[1]
-    if m == 0 or c == 0 or f == 0:
-        return False
-    _kernel.rows(_threads(m * c * f), m, c, f, x.ctypes.data, x.strides[0] // 4,
-                 w.ctypes.data, w.strides[0] // 4, y.ctypes.data, y.strides[0] // 4,
-                 0 if b is None else b.ctypes.data, _ACT[act])
-    return True
+    return _kernel.rows(_threads(x.shape[0] * x.shape[1] * w.shape[-1]), x, w, y, b, code)
 
 
 def cols(w: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray | None,
          act: str | None) -> bool:
     """``y[n] (F, P) = act(w (F, C) @ x[n] (C, P) + b)`` for every image n on the kernels;
     False if they can't."""
-    if (_kernel is None or act not in _ACT or not (_ok(x, 2) and _ok(w, 1) and _ok(y, 2))
-            or (b is not None and not _ok(b, 0))):
+    code = ACTIVATIONS.get(act, -1)
+    if _kernel is None or code < 0:
         return False
-    n, c, p = x.shape
-    f = w.shape[0]
-    if n == 0 or c == 0 or p == 0 or f == 0:
-        return False
-    _kernel.cols(_threads(n * p * c * f), n, p, c, f, w.ctypes.data, w.strides[0] // 4,
-                 x.ctypes.data, x.strides[0] // 4, x.strides[1] // 4, y.ctypes.data,
-                 y.strides[0] // 4, y.strides[1] // 4, 0 if b is None else b.ctypes.data,
-                 _ACT[act])
-    return True
+    return _kernel.cols(_threads(x.size * w.shape[0]), w, x, y, b, code)
