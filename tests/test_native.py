@@ -66,6 +66,25 @@ def test_rows_match_float64(m, c, f, bias, act, pad, threads, seed):
     assert (y[:, f:] == 7.0).all(), "wrote past the last column"
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3), h=st.integers(1, 9), w_=st.integers(1, 9),
+       s=st.tuples(st.integers(1, 3), st.integers(1, 3)), c=st.integers(1, 300),
+       f=st.integers(1, 70), bias=st.booleans(), act=st.sampled_from(ACTS),
+       threads=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_rows_gather_a_strided_nhwc_view(n, h, w_, s, c, f, bias, act, threads, seed):
+    # a stride-s conv's input: every s-th pixel of an image whose channels are a slice
+    rng = np.random.default_rng(seed)
+    x = data(rng, n, h, w_, c + 3)[:, :: s[0], :: s[1], :c]  # (N, Ho, Wo, C) view
+    w = data(rng, c, f)
+    b = data(rng, f) if bias else None
+    y = np.full((x.shape[0] * x.shape[1] * x.shape[2], f), 7.0, np.float32)
+    kernel = _native._kernel
+    assert kernel is not None
+    assert kernel.rows(threads, x, w, y, b, _native.ACTIVATIONS[act])
+    ref = reference(x.reshape(-1, c).astype(np.float64) @ w.astype(np.float64), b, act)
+    close(y, ref, c)
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 4), c=st.integers(1, 700), p=st.integers(1, 150),
        f=st.integers(1, 40), bias=st.booleans(), act=st.sampled_from(ACTS),
@@ -123,6 +142,22 @@ def test_conv1x1_float32_runs_on_the_kernels(monkeypatch, layout, act):
     expected = pw.conv1x1(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                           layout=layout, activation=act)
     close(y, expected, 70)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_strided_convs_run_on_the_kernels(monkeypatch, layout):
+    # channels-last: the kernels gather the strided pixels; channels-first: after the gather
+    calls = count_calls(monkeypatch)
+    rng = np.random.default_rng(6)
+    shape = (2, 15, 14, 40) if layout == "NHWC" else (2, 40, 15, 14)
+    x, b = data(rng, *shape), data(rng, 24)
+    w = data(rng, 1, 1, 40, 24) if layout == "NHWC" else data(rng, 24, 40, 1, 1)
+    y = pw.conv1x1(x, w, b, layout=layout, stride=(2, 3), activation="relu")
+    assert calls == ["rows" if layout == "NHWC" else "cols"]
+    monkeypatch.setattr(_native, "_kernel", None)
+    expected = pw.conv1x1(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                          layout=layout, stride=(2, 3), activation="relu")
+    close(y, expected, 40)
 
 
 @pytest.mark.parametrize("case", ["float64", "silu", "groups", "padding", "byteswapped"])

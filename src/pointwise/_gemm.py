@@ -179,11 +179,13 @@ def forward_channels_last(
     y2 = view_as(yi, (m, f)) if yi.dtype == cd else None  # (M, F)
     if y2 is not None:
         x2 = view_as(xi, (m, c)) if xi.dtype == cd else None  # (M, C), no copy
+        # (M, C) @ (C, F) -> (M, F), epilogue fused, on the compiled kernels; they gather a
+        # strided xi (N, Hi, Wi, C) themselves, slab by slab
+        if wg.shape[0] == 1 and _native.rows(xi if x2 is None else x2, wg[0], y2, b, act):
+            return
         if x2 is None:  # strided or cast: the one gather, into a contiguous buffer
             x2 = np.asarray(xi, dtype=cd, order="C").reshape(m, c)  # (M, C)
 
-        if wg.shape[0] == 1 and _native.rows(x2, wg[0], y2, b, act):
-            return  # (M, C) @ (C, F) -> (M, F), epilogue fused, on the compiled kernels
         if not fused and macs < POOL_MIN_MACS:  # one GEMM on OpenBLAS's own threads
             _gemm_rows(x2, wg, y2)  # (M, C) @ (C, F) -> (M, F)
             return

@@ -155,9 +155,30 @@ T512 static void tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx 
 }
 
 /* Channels-last: Y[m, :] = act(X[m, :] @ W + bias) for m in [m0, m1). */
+/* Where the rows of a channels-last input lie when they are not evenly spaced: row
+ * m = (n, i, j) of an (N, Ho, Wo, C) view starts at n * sn + i * sh + j * sw (in floats).
+ * A strided convolution reads such a view; its rows are gathered slab by slab into a
+ * buffer that stays in L2, instead of into a full copy of the input. */
+typedef struct {
+    idx ho, wo, sn, sh, sw;
+} grid_t;
+
+static void gather_rows(const float *X, const grid_t *g, idx m0, idx m1, idx pc, idx kc,
+                        float *G) {
+    idx j = m0 % g->wo, i = (m0 / g->wo) % g->ho, n = m0 / (g->wo * g->ho);
+    for (idx m = m0; m < m1; m++) {
+        memcpy(G + (m - m0) * kc, X + n * g->sn + i * g->sh + j * g->sw + pc,
+               (size_t)kc * sizeof(float));
+        if (++j == g->wo) {
+            j = 0;
+            if (++i == g->ho) { i = 0; n++; }
+        }
+    }
+}
+
 T512 static int rows_driver(idx m0, idx m1, idx K, idx N, const float *X, idx ldx,
-                            const float *W, idx ldw, float *Y, idx ldy, const float *bias,
-                            int act) {
+                            const grid_t *grid, const float *W, idx ldw, float *Y, idx ldy,
+                            const float *bias, int act) {
     const shape_t *s = &SHAPES[N <= 16 ? 1 : N <= 32 ? 2 : N <= 48 ? 3 : 4];
     const int NR = s->nv * 16;
     const idx kcb = min_i(K, KC);
@@ -165,8 +186,10 @@ T512 static int rows_driver(idx m0, idx m1, idx K, idx N, const float *X, idx ld
     idx NC = (idx)(512 * 1024 / sizeof(float)) / kcb / NR * NR;
     if (NC < NR) NC = NR;
     if (NC > N) NC = N;
+    const idx slab = 4 * s->mr * 8;
     float *Bp = scratch(0, (size_t)(kcb * (NC + NR)));
-    if (Bp == NULL) return -1;
+    float *G = grid ? scratch(1, (size_t)(slab * kcb)) : NULL;
+    if (Bp == NULL || (grid && G == NULL)) return -1;
     for (idx jc = 0; jc < N; jc += NC) {
         const idx nc = min_i(N - jc, NC);
         for (idx pc = 0; pc < K; pc += KC) {
@@ -177,12 +200,20 @@ T512 static int rows_driver(idx m0, idx m1, idx K, idx N, const float *X, idx ld
                 pack_panel(W + pc * ldw + jc + j, ldw, kc, nr, (nr + 15) / 16 * 16, Bp + j * kc);
             }
             /* rows outermost, in slabs, so each slab of X is read from cache for every panel */
-            for (idx i = m0; i < m1; i += 4 * s->mr * 8) {
-                const idx i1 = min_i(m1, i + 4 * s->mr * 8);
+            for (idx i = m0; i < m1; i += slab) {
+                const idx i1 = min_i(m1, i + slab);
+                /* the slab's rows of X: in place, or gathered into G (row stride kc) */
+                const float *A = X + pc + i * ldx;
+                idx lda = ldx;
+                if (grid) {
+                    gather_rows(X, grid, i, i1, pc, kc, G);
+                    A = G;
+                    lda = kc;
+                }
                 for (idx j = 0; j < nc; j += NR) {
                     const int nr = (int)min_i(nc - j, NR), nv = (nr + 15) / 16;
-                    tile_rows(s->by_nv[nv], s->tail[nv], s->mr, i, i1, kc, X + pc, ldx,
-                              Bp + j * kc, Y + jc + j, ldy, nr, first, last,
+                    tile_rows(s->by_nv[nv], s->tail[nv], s->mr, 0, i1 - i, kc, A, lda,
+                              Bp + j * kc, Y + i * ldy + jc + j, ldy, nr, first, last,
                               bias ? bias + jc + j : NULL, NULL, act, 0);
                 }
             }
@@ -369,6 +400,7 @@ typedef struct {
     float *Y;
     int act;
     atomic_int failed;
+    const grid_t *grid;  /* NULL: X's rows are ldx apart */
 } rows_job;
 
 static void rows_part(void *arg, int part, int parts) {
@@ -377,8 +409,8 @@ static void rows_part(void *arg, int part, int parts) {
     const idx unit = j->N <= 16 ? 24 : j->N <= 32 ? 12 : j->N <= 48 ? 9 : 6;
     const idx per = (j->M + parts * unit - 1) / (parts * unit) * unit;
     const idx m0 = min_i(j->M, part * per), m1 = min_i(j->M, m0 + per);
-    if (m0 < m1 && rows_driver(m0, m1, j->K, j->N, j->X, j->ldx, j->W, j->ldw, j->Y, j->ldy,
-                               j->bias, j->act) != 0)
+    if (m0 < m1 && rows_driver(m0, m1, j->K, j->N, j->X, j->ldx, j->grid, j->W, j->ldw, j->Y,
+                               j->ldy, j->bias, j->act) != 0)
         atomic_store(&j->failed, 1);
 }
 
@@ -419,6 +451,7 @@ static int float_view(PyObject *obj, Py_buffer *v, int ndim, int writable) {
         PyErr_Clear();
         return 0;
     }
+    if (ndim < 0) ndim = v->ndim == 4 ? 4 : 2;  /* x of rows: a matrix or an NHWC view */
     int ok = v->ndim == ndim && v->itemsize == 4 && v->format != NULL &&
              strcmp(v->format, "f") == 0 && ((uintptr_t)v->buf & 3) == 0;
     for (int d = 0; ok && d < ndim; d++) {
@@ -479,17 +512,26 @@ static PyObject *py_rows(PyObject *self, PyObject *args) {
     PyObject *xo, *wo, *yo, *bo;
     if (!parse(args, &threads, &xo, &wo, &yo, &bo, &act)) return NULL;
 #ifdef PW_X86
-    Py_buffer v[4];  /* x (M, K), w (K, N), y (M, N), bias (N,) */
-    if (!has_avx512() || !float_view(xo, &v[n++], 2, 0) || !float_view(wo, &v[n++], 2, 0) ||
+    /* x (M, K) or (N, Ho, Wo, K) with M = N·Ho·Wo, w (K, N), y (M, N), bias (N,) */
+    Py_buffer v[4];
+    if (!has_avx512() || !float_view(xo, &v[n++], -1, 0) || !float_view(wo, &v[n++], 2, 0) ||
         !float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0))) {
         release(v, n - 1);
         Py_RETURN_FALSE;
     }
-    const idx M = v[0].shape[0], K = v[0].shape[1], N = v[1].shape[1];
+    const int grid_x = v[0].ndim == 4;
+    const idx K = v[0].shape[v[0].ndim - 1], N = v[1].shape[1];
+    const idx M = grid_x ? v[0].shape[0] * v[0].shape[1] * v[0].shape[2] : v[0].shape[0];
+    grid_t grid = {0, 0, 0, 0, 0};
+    if (grid_x)
+        grid = (grid_t){v[0].shape[1], v[0].shape[2], v[0].strides[0] / 4, v[0].strides[1] / 4,
+                        v[0].strides[2] / 4};
     if (v[1].shape[0] == K && v[2].shape[0] == M && v[2].shape[1] == N &&
         (bo == Py_None || v[3].shape[0] == N) && !overlaps(v, n, 2)) {
-        rows_job j = {M, K, N, v[0].strides[0] / 4, v[1].strides[0] / 4, v[2].strides[0] / 4,
-                      v[0].buf, v[1].buf, bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0};
+        rows_job j = {M, K, N, grid_x ? 0 : v[0].strides[0] / 4, v[1].strides[0] / 4,
+                      v[2].strides[0] / 4, v[0].buf, v[1].buf,
+                      bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0,
+                      grid_x ? &grid : NULL};
         const int parts = (long long)M * K * N >= PARALLEL_MIN_MACS ? threads : 1;
         Py_BEGIN_ALLOW_THREADS
         run_parts(rows_part, &j, parts);
@@ -536,7 +578,8 @@ static PyObject *py_cols(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"available", py_available, METH_NOARGS, "Whether this CPU runs the kernels (AVX-512F, FMA)."},
     {"rows", py_rows, METH_VARARGS,
-     "rows(threads, x, w, y, bias, act) -> bool: y (M, N) = act(x (M, K) @ w (K, N) + bias)."},
+     "rows(threads, x, w, y, bias, act) -> bool: y (M, N) = act(x (M, K) @ w (K, N) + bias);\n"
+     "x may also be an (N, Ho, Wo, K) view, its pixels taken in order as the M rows."},
     {"cols", py_cols, METH_VARARGS,
      "cols(threads, w, x, y, bias, act) -> bool: y[n] (F, P) = act(w (F, K) @ x[n] (K, P) + bias)."},
     {NULL, NULL, 0, NULL},

@@ -59,11 +59,15 @@ def _threads(macs: int) -> int:
 
 def rows(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None,
          act: str | None) -> bool:
-    """``y (M, F) = act(x (M, C) @ w (C, F) + b)`` on the kernels; False if they can't."""
+    """``y (M, F) = act(x (M, C) @ w (C, F) + b)`` on the kernels; False if they can't.
+
+    ``x`` may also be an (N, Ho, Wo, C) view with any strides (a strided conv's input): its
+    pixels, in order, are the M rows, gathered a cache-sized slab at a time.
+    """
     code = ACTIVATIONS.get(act, -1)
     if _kernel is None or code < 0:
         return False
-    return _kernel.rows(_threads(x.shape[0] * x.shape[1] * w.shape[-1]), x, w, y, b, code)
+    return _kernel.rows(_threads(x.size * w.shape[-1]), x, w, y, b, code)
 
 
 def cols(w: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray | None,
