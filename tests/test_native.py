@@ -1,10 +1,11 @@
 """The compiled float32 kernels (pointwise/_kernel.c), against float64 references.
 
-The kernels cut the work into tiles of 3–24 rows, panels of 16–64 columns and K blocks of
+The kernels cut the work into tiles of 3–24 rows, panels of 8–64 columns and K blocks of
 256 (channels-last) or 512 (channels-first), so the sizes below straddle every one of those
 edges: tails of 1–2 rows, narrow last panels, K just over a block, images narrower than a
-panel (which then share one). Where the CPU lacks AVX-512 the kernels are not used at all;
-these tests are then skipped, and the rest of the suite covers the NumPy path alone.
+panel (which then share one). Every test runs once per instruction set this CPU has
+(AVX-512, AVX2), skipped for one it lacks; where the kernels were not built, all are skipped
+and the rest of the suite covers the NumPy path alone.
 """
 
 from __future__ import annotations
@@ -22,11 +23,27 @@ from hypothesis import strategies as st
 import pointwise as pw
 from pointwise import _native
 
-pytestmark = pytest.mark.skipif(
-    not _native.ENABLED, reason="compiled kernels not built or this CPU lacks AVX-512"
-)
+try:
+    from pointwise import _kernel as KERNEL
+except ImportError:  # not built: no C compiler when the package was installed
+    KERNEL = None
+
+pytestmark = pytest.mark.skipif(KERNEL is None, reason="compiled kernels not built")
 
 ACTS = [None, "relu", "relu6"]
+
+
+@pytest.fixture(autouse=True, params=["avx512", "avx2"])
+def isa(request, monkeypatch):
+    """Run the test on each instruction set this CPU has (AVX2 too, which is used only on
+    request), with pointwise dispatching to it; then restore the default."""
+    assert KERNEL is not None
+    before = KERNEL.isa()
+    if not KERNEL.select(request.param):
+        pytest.skip(f"this CPU lacks {request.param}")
+    monkeypatch.setattr(_native, "_kernel", KERNEL)
+    yield request.param
+    KERNEL.select(before or "none")
 
 
 def reference(a64: np.ndarray, b: np.ndarray | None, act: str | None) -> np.ndarray:
@@ -317,8 +334,23 @@ def test_the_pool_works_in_a_forked_child():
     assert ok, "the forked child hung or computed a wrong result"
 
 
-def test_environment_switch_turns_the_kernels_off():
-    code = "from pointwise import _native; print(_native.ENABLED)"
+@pytest.mark.parametrize(("value", "expected"), [("0", "False None"), ("avx2", "True avx2")])
+def test_environment_switch_picks_or_turns_off_the_kernels(value, expected, isa):
+    if isa != "avx2":
+        pytest.skip("one run is enough")
+    code = "from pointwise import _native; print(_native.ENABLED, _native.ISA)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"POINTWISE_NATIVE": "0", "PATH": ""}, check=True)
-    assert out.stdout.strip() == "False"
+                         env={"POINTWISE_NATIVE": value, "PATH": ""}, check=True)
+    assert out.stdout.strip() == expected
+
+
+def test_with_no_instruction_set_selected_the_kernels_decline_everything(isa):
+    assert KERNEL is not None
+    x, w, y = operands("rows")
+    try:
+        assert KERNEL.select("none") and KERNEL.isa() is None
+        assert KERNEL.rows(1, x, w, y, None, 0) is False
+        assert not y.any()
+    finally:
+        KERNEL.select(isa)
+    assert KERNEL.rows(1, x, w, y, None, 0) is True and y.any()

@@ -10,8 +10,11 @@
  *   cols  (channels-first): Y[n][:, p] = act(W @ X[n][:, p] + b)   W: F x K, X[n]: K x P
  *
  * Callers split the work across threads (the drivers take a range) and release the GIL.
- * AVX-512 only; pointwise.native reports whether this CPU has it, and everything else runs
- * on NumPy's BLAS.
+ * Kernels exist for AVX-512 and for AVX2 with FMA. AVX-512 is used where the CPU has it; the
+ * AVX2 ones run only when select("avx2") asks for them: they beat NumPy wherever the epilogue
+ * is fused or the shape is memory-bound, but on compute-bound plain GEMMs OpenBLAS's own AVX2
+ * kernels were faster (Zen 4 running both: 5.0 against 10.1 ms at 7x7 2048->512, N=8). On
+ * any other CPU isa() is None and pointwise runs on NumPy's BLAS.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -24,72 +27,103 @@ typedef Py_ssize_t idx;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PW_X86 1
 #include <immintrin.h>
-#define T512 __attribute__((target("avx512f,fma")))
-
 enum { ACT_NONE = 0, ACT_RELU = 1, ACT_RELU6 = 2 };
 enum { KC = 256 };       /* K block of the rows driver: an A row slice stays in L1 */
 enum { KC_COLS = 512 };  /* K block of the cols driver */
 
-/* C[MR x NV*16] (+)= A[MR x kc] @ Bp[kc x NV*16].
+/* C[MR x NV*VW] (+)= A[MR x kc] @ Bp[kc x NV*VW], VW floats per vector (16 AVX-512, 8 AVX2).
  * A's rows are read in place (row stride lda), three row pointers per three rows so that
- * every broadcast is one addressing mode; Bp is packed, zero-padded to NV*16 columns.
+ * every broadcast is one addressing mode; Bp is packed, zero-padded to NV*VW columns.
  * first: C is overwritten rather than accumulated. last: bias and activation are applied.
- * mr rows and nr columns of the tile are stored (the rest is padding). */
-#define DEF_KERNEL(MR, NV)                                                                   \
-    T512 static void kern_##MR##_##NV(idx kc, const float *restrict A, idx lda,             \
-                                      const float *restrict Bp, float *restrict C, idx ldc,  \
-                                      int mr, int nr, int first, int last,                   \
-                                      const float *bcol, const float *brow, int act) {       \
-        __m512 acc[MR][NV];                                                                  \
-        const float *ab[(MR + 2) / 3];                                                       \
-        _Pragma("GCC unroll 32") for (int q = 0; q < (MR + 2) / 3; q++) ab[q] = A + 3 * q * lda; \
-        _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                \
-            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps(); \
-        const idx next = MR * lda;                                                           \
-        for (idx k = 0; k < kc; k++) {                                                       \
-            if ((k & 15) == 0) /* the next tile's rows, one line each per 16 steps */        \
-                _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                        \
-                    _mm_prefetch((const char *)(ab[r / 3] + (r % 3) * lda + next + k), _MM_HINT_T0); \
-            __m512 b[NV];                                                                    \
-            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) b[v] = _mm512_load_ps(Bp + v * 16); \
-            _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++) {                          \
-                __m512 a = _mm512_set1_ps(ab[r / 3][(r % 3) * lda + k]);                     \
-                _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                         \
-                    acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);                         \
-            }                                                                                \
-            Bp += NV * 16;                                                                   \
-        }                                                                                    \
-        const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);                 \
+ * mr rows and nr columns of the tile are stored (the rest is padding).
+ * The two instruction sets differ only in their vector type and masked loads and stores. */
+#define KERNEL_BODY(MR, NV, VW, VEC, SETZERO, LOAD, SET1, FMADD, ADD, MAX, MIN, MASK_T, MASK, \
+                    MLOAD, MSTORE)                                                           \
+    VEC acc[MR][NV];                                                                         \
+    const float *ab[(MR + 2) / 3];                                                           \
+    _Pragma("GCC unroll 32") for (int q = 0; q < (MR + 2) / 3; q++) ab[q] = A + 3 * q * lda;  \
+    _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                    \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[r][v] = SETZERO();           \
+    const idx next = MR * lda;                                                               \
+    for (idx k = 0; k < kc; k++) {                                                           \
+        if ((k & 15) == 0) /* the next tile's rows, one line each per 16 steps */            \
+            _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                            \
+                _mm_prefetch((const char *)(ab[r / 3] + (r % 3) * lda + next + k), _MM_HINT_T0); \
+        VEC b[NV];                                                                           \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) b[v] = LOAD(Bp + v * VW);        \
         _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++) {                              \
-            if (r >= mr) break;                                                              \
-            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {                           \
-                int lanes = nr - v * 16;                                                     \
-                __mmask16 m = lanes >= 16 ? 0xFFFF : (lanes <= 0 ? 0 : (__mmask16)((1u << lanes) - 1)); \
-                float *c = C + r * ldc + v * 16;                                             \
-                __m512 t = acc[r][v];                                                        \
-                if (!first) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, c));               \
-                if (last) {                                                                  \
-                    if (bcol) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, bcol + v * 16)); \
-                    if (brow) t = _mm512_add_ps(t, _mm512_set1_ps(brow[r]));                 \
-                    /* max/min return their second operand when one is NaN: NaN stays */     \
-                    if (act != ACT_NONE) t = _mm512_max_ps(zero, t);                         \
-                    if (act == ACT_RELU6) t = _mm512_min_ps(six, t);                         \
-                }                                                                            \
-                _mm512_mask_storeu_ps(c, m, t);                                              \
-            }                                                                                \
+            VEC a = SET1(ab[r / 3][(r % 3) * lda + k]);                                      \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                             \
+                acc[r][v] = FMADD(a, b[v], acc[r][v]);                                       \
         }                                                                                    \
+        Bp += NV * VW;                                                                       \
+    }                                                                                        \
+    const VEC zero = SETZERO(), six = SET1(6.0f);                                            \
+    _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++) {                                  \
+        if (r >= mr) break;                                                                  \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {                               \
+            const MASK_T m = MASK(nr - v * VW);                                              \
+            float *c = C + r * ldc + v * VW;                                                 \
+            VEC t = acc[r][v];                                                               \
+            if (!first) t = ADD(t, MLOAD(c, m));                                             \
+            if (last) {                                                                      \
+                if (bcol) t = ADD(t, MLOAD(bcol + v * VW, m));                               \
+                if (brow) t = ADD(t, SET1(brow[r]));                                         \
+                /* max/min return their second operand when one is NaN: NaN stays */         \
+                if (act != ACT_NONE) t = MAX(zero, t);                                       \
+                if (act == ACT_RELU6) t = MIN(six, t);                                       \
+            }                                                                                \
+            MSTORE(c, m, t);                                                                 \
+        }                                                                                    \
+    }
+
+#define KERNEL_ARGS                                                                          \
+    (idx kc, const float *restrict A, idx lda, const float *restrict Bp, float *restrict C,  \
+     idx ldc, int mr, int nr, int first, int last, const float *bcol, const float *brow,     \
+     int act)
+
+/* AVX-512: masks are bit masks. */
+#define T512 __attribute__((target("avx512f,fma")))
+T512 static inline __mmask16 mask16(int lanes) {
+    return lanes >= 16 ? (__mmask16)0xFFFF : lanes <= 0 ? 0 : (__mmask16)((1u << lanes) - 1);
+}
+#define MLOAD512(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define MSTORE512(p, m, t) _mm512_mask_storeu_ps((p), (m), (t))
+#define DEF_KERNEL512(MR, NV)                                                                \
+    T512 static void k512_##MR##_##NV KERNEL_ARGS {                                          \
+        KERNEL_BODY(MR, NV, 16, __m512, _mm512_setzero_ps, _mm512_load_ps, _mm512_set1_ps,    \
+                    _mm512_fmadd_ps, _mm512_add_ps, _mm512_max_ps, _mm512_min_ps, __mmask16,  \
+                    mask16, MLOAD512, MSTORE512)                                             \
+    }
+
+/* AVX2: masks are vectors of all-ones lanes. */
+#define T256 __attribute__((target("avx2,fma")))
+T256 static inline __m256i mask8(int lanes) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#define MLOAD256(p, m) _mm256_maskload_ps((p), (m))
+#define MSTORE256(p, m, t) _mm256_maskstore_ps((p), (m), (t))
+#define DEF_KERNEL256(MR, NV)                                                                \
+    T256 static void k256_##MR##_##NV KERNEL_ARGS {                                          \
+        KERNEL_BODY(MR, NV, 8, __m256, _mm256_setzero_ps, _mm256_load_ps, _mm256_set1_ps,     \
+                    _mm256_fmadd_ps, _mm256_add_ps, _mm256_max_ps, _mm256_min_ps, __m256i,    \
+                    mask8, MLOAD256, MSTORE256)                                              \
     }
 
 typedef void (*kern_t)(idx, const float *, idx, const float *, float *, idx, int, int, int, int,
                        const float *, const float *, int);
 
 /* Kernels by rows (MR) and vectors per row (NV): every MR has one for each NV up to its
- * widest, so the last, narrower panel of a row of tiles runs without wasted lanes. */
-DEF_KERNEL(6, 1) DEF_KERNEL(6, 2) DEF_KERNEL(6, 3) DEF_KERNEL(6, 4)
-DEF_KERNEL(9, 1) DEF_KERNEL(9, 2) DEF_KERNEL(9, 3)
-DEF_KERNEL(12, 1) DEF_KERNEL(12, 2)
-DEF_KERNEL(24, 1)
-DEF_KERNEL(3, 1) DEF_KERNEL(3, 2) DEF_KERNEL(3, 3) DEF_KERNEL(3, 4)
+ * widest, so the last, narrower panel of a row of tiles runs without wasted lanes. Tiles
+ * keep MR x NV accumulators in registers: 24 of the 32 AVX-512 ones, 12 of the 16 AVX2. */
+DEF_KERNEL512(6, 1) DEF_KERNEL512(6, 2) DEF_KERNEL512(6, 3) DEF_KERNEL512(6, 4)
+DEF_KERNEL512(9, 1) DEF_KERNEL512(9, 2) DEF_KERNEL512(9, 3)
+DEF_KERNEL512(12, 1) DEF_KERNEL512(12, 2)
+DEF_KERNEL512(24, 1)
+DEF_KERNEL512(3, 1) DEF_KERNEL512(3, 2) DEF_KERNEL512(3, 3) DEF_KERNEL512(3, 4)
+DEF_KERNEL256(6, 1) DEF_KERNEL256(6, 2)
+DEF_KERNEL256(12, 1)
+DEF_KERNEL256(3, 1) DEF_KERNEL256(3, 2)
 
 typedef struct {
     int mr, nv;          /* rows of a tile, vectors in the widest panel */
@@ -97,13 +131,37 @@ typedef struct {
     kern_t tail[5];      /* three-row kernel for the last rows */
 } shape_t;
 
-static const shape_t SHAPES[5] = {
-    {0, 0, {0}, {0}},
-    {24, 1, {0, kern_24_1}, {0, kern_3_1}},
-    {12, 2, {0, kern_12_1, kern_12_2}, {0, kern_3_1, kern_3_2}},
-    {9, 3, {0, kern_9_1, kern_9_2, kern_9_3}, {0, kern_3_1, kern_3_2, kern_3_3}},
-    {6, 4, {0, kern_6_1, kern_6_2, kern_6_3, kern_6_4}, {0, kern_3_1, kern_3_2, kern_3_3, kern_3_4}},
+/* An instruction set: its vector width, and its tile shapes by class. The rows driver takes
+ * class min(ceil(N / vw), classes): the narrowest tile that covers N, or the widest. */
+typedef struct {
+    const char *name;
+    int vw, classes;
+    shape_t shapes[5];   /* [class], class 1.. */
+    int cols_class;      /* the tile of the cols driver */
+} isa_t;
+
+static const isa_t AVX512 = {
+    "avx512", 16, 4,
+    {{0, 0, {0}, {0}},
+     {24, 1, {0, k512_24_1}, {0, k512_3_1}},
+     {12, 2, {0, k512_12_1, k512_12_2}, {0, k512_3_1, k512_3_2}},
+     {9, 3, {0, k512_9_1, k512_9_2, k512_9_3}, {0, k512_3_1, k512_3_2, k512_3_3}},
+     {6, 4, {0, k512_6_1, k512_6_2, k512_6_3, k512_6_4}, {0, k512_3_1, k512_3_2, k512_3_3, k512_3_4}}},
+    4,
 };
+
+static const isa_t AVX2 = {
+    "avx2", 8, 2,
+    {{0, 0, {0}, {0}},
+     {12, 1, {0, k256_12_1}, {0, k256_3_1}},
+     {6, 2, {0, k256_6_1, k256_6_2}, {0, k256_3_1, k256_3_2}}},
+    2,
+};
+
+static const shape_t *rows_shape(const isa_t *isa, idx N) {
+    idx c = (N + isa->vw - 1) / isa->vw;
+    return &isa->shapes[c < isa->classes ? (c < 1 ? 1 : c) : isa->classes];
+}
 
 static inline idx min_i(idx a, idx b) { return a < b ? a : b; }
 
@@ -132,7 +190,7 @@ static void pack_panel(const float *B, idx ldb, idx kc, int nr, int NR, float *B
 
 /* One tile of rows [i, i + mr) with the kernel `kern` (MR rows) or, for the last rows,
  * a three-row kernel reading a zero-padded copy when fewer than three remain. */
-T512 static void tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx kc,
+static void tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx kc,
                            const float *A, idx lda, const float *Bp, float *C, idx ldc,
                            int nr, int first, int last, const float *bcol, const float *brow,
                            int act, idx bias_step) {
@@ -154,7 +212,6 @@ T512 static void tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx 
     }
 }
 
-/* Channels-last: Y[m, :] = act(X[m, :] @ W + bias) for m in [m0, m1). */
 /* Where the rows of a channels-last input lie when they are not evenly spaced: row
  * m = (n, i, j) of an (N, Ho, Wo, C) view starts at n * sn + i * sh + j * sw (in floats).
  * A strided convolution reads such a view; its rows are gathered slab by slab into a
@@ -176,11 +233,12 @@ static void gather_rows(const float *X, const grid_t *g, idx m0, idx m1, idx pc,
     }
 }
 
-T512 static int rows_driver(idx m0, idx m1, idx K, idx N, const float *X, idx ldx,
-                            const grid_t *grid, const float *W, idx ldw, float *Y, idx ldy,
-                            const float *bias, int act) {
-    const shape_t *s = &SHAPES[N <= 16 ? 1 : N <= 32 ? 2 : N <= 48 ? 3 : 4];
-    const int NR = s->nv * 16;
+/* Channels-last: Y[m, :] = act(X[m, :] @ W + bias) for m in [m0, m1). */
+static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const float *X, idx ldx,
+                       const grid_t *grid, const float *W, idx ldw, float *Y, idx ldy,
+                       const float *bias, int act) {
+    const shape_t *s = rows_shape(isa, N);
+    const int vw = isa->vw, NR = s->nv * vw;
     const idx kcb = min_i(K, KC);
     /* The packed W block (kcb x NC) is kept in L2, 512 KiB of it. */
     idx NC = (idx)(512 * 1024 / sizeof(float)) / kcb / NR * NR;
@@ -197,7 +255,7 @@ T512 static int rows_driver(idx m0, idx m1, idx K, idx N, const float *X, idx ld
             const int first = pc == 0, last = pc + kc >= K;
             for (idx j = 0; j < nc; j += NR) {
                 const int nr = (int)min_i(nc - j, NR);
-                pack_panel(W + pc * ldw + jc + j, ldw, kc, nr, (nr + 15) / 16 * 16, Bp + j * kc);
+                pack_panel(W + pc * ldw + jc + j, ldw, kc, nr, (nr + vw - 1) / vw * vw, Bp + j * kc);
             }
             /* rows outermost, in slabs, so each slab of X is read from cache for every panel */
             for (idx i = m0; i < m1; i += slab) {
@@ -211,7 +269,7 @@ T512 static int rows_driver(idx m0, idx m1, idx K, idx N, const float *X, idx ld
                     lda = kc;
                 }
                 for (idx j = 0; j < nc; j += NR) {
-                    const int nr = (int)min_i(nc - j, NR), nv = (nr + 15) / 16;
+                    const int nr = (int)min_i(nc - j, NR), nv = (nr + vw - 1) / vw;
                     tile_rows(s->by_nv[nv], s->tail[nv], s->mr, 0, i1 - i, kc, A, lda,
                               Bp + j * kc, Y + i * ldy + jc + j, ldy, nr, first, last,
                               bias ? bias + jc + j : NULL, NULL, act, 0);
@@ -225,20 +283,20 @@ T512 static int rows_driver(idx m0, idx m1, idx K, idx N, const float *X, idx ld
 /* Channels-first: for the flattened columns q in [q0, q1) of N images of P pixels each
  * (q = n * P + p), Y[n][:, p] = act(W @ X[n][:, p] + bias). Below NR pixels per image, a
  * panel spans images; it is computed into a scratch tile and then copied out. */
-T512 static int cols_driver(idx q0, idx q1, idx P, idx K, idx F, const float *W, idx ldw,
-                            const float *X, idx xn, idx xc, float *Y, idx yn, idx yf,
-                            const float *bias, int act) {
-    const shape_t *s = &SHAPES[4];
-    const int NR = 64;
+static int cols_driver(const isa_t *isa, idx q0, idx q1, idx P, idx K, idx F, const float *W,
+                       idx ldw, const float *X, idx xn, idx xc, float *Y, idx yn, idx yf,
+                       const float *bias, int act) {
+    const shape_t *s = &isa->shapes[isa->cols_class];
+    const int vw = isa->vw, NR = s->nv * vw;
     const idx kcb = min_i(K, KC_COLS);
     float *Bp = scratch(0, (size_t)(kcb * NR));
     float *tile = scratch(1, (size_t)(F * NR));
     if (Bp == NULL || tile == NULL) return -1;
     for (idx q = q0, nr_ = 0; q < q1; q += nr_) {
         const idx n = q / P, p = q % P;
-        /* Images of 64 pixels or more are cut at their edges; smaller ones share panels. */
+        /* Images of NR pixels or more are cut at their edges; smaller ones share panels. */
         nr_ = min_i(q1 - q, P >= NR ? min_i(NR, P - p) : NR);
-        const int nr = (int)nr_, nv = (nr + 15) / 16, width = nv * 16;  /* packed row length */
+        const int nr = (int)nr_, nv = (nr + vw - 1) / vw, width = nv * vw;  /* packed row */
         const int direct = p + nr <= P;   /* the panel lies in one image */
         float *C = direct ? Y + n * yn + p : tile;
         const idx ldc = direct ? yf : NR;
@@ -253,7 +311,7 @@ T512 static int cols_driver(idx q0, idx q1, idx P, idx K, idx F, const float *W,
                     /* Each channel is its own stream, too many for the hardware prefetcher
                      * when C is large: fetch the next panel's four lines of this row now. */
                     const float *row = src + k * xc;
-                    _Pragma("GCC unroll 4") for (int l = 0; l < NR; l += 16)
+                    for (int l = 0; l < NR; l += 16)  /* 16 floats: a cache line */
                         _mm_prefetch((const char *)(row + run + l), _MM_HINT_T0);
                     memcpy(Bp + k * width + j, row, (size_t)run * sizeof(float));
                 }
@@ -276,13 +334,13 @@ T512 static int cols_driver(idx q0, idx q1, idx P, idx K, idx F, const float *W,
     return 0;
 }
 
-static int has_avx512(void) {
-    static int known = -1;
-    if (known < 0) {
-        __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-    }
-    return known;
+/* The instruction set a name asks for, if this CPU runs it. */
+static const isa_t *isa_named(const char *name) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("fma")) return NULL;
+    if (strcmp(name, "avx512") == 0 && __builtin_cpu_supports("avx512f")) return &AVX512;
+    if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2")) return &AVX2;
+    return NULL;
 }
 
 /* ---- a small spinning thread pool ------------------------------------------------------
@@ -395,6 +453,7 @@ static void run_parts(part_fn fn, void *arg, int parts) {
 
 /* ---- jobs ------------------------------------------------------------------------------ */
 typedef struct {
+    const isa_t *isa;
     idx M, K, N, ldx, ldw, ldy;
     const float *X, *W, *bias;
     float *Y;
@@ -405,16 +464,16 @@ typedef struct {
 
 static void rows_part(void *arg, int part, int parts) {
     rows_job *j = arg;
-    /* parts in whole tiles, so only the last part has a tail (the heights of rows_driver) */
-    const idx unit = j->N <= 16 ? 24 : j->N <= 32 ? 12 : j->N <= 48 ? 9 : 6;
+    const idx unit = rows_shape(j->isa, j->N)->mr;  /* whole tiles: only the last part has a tail */
     const idx per = (j->M + parts * unit - 1) / (parts * unit) * unit;
     const idx m0 = min_i(j->M, part * per), m1 = min_i(j->M, m0 + per);
-    if (m0 < m1 && rows_driver(m0, m1, j->K, j->N, j->X, j->ldx, j->grid, j->W, j->ldw, j->Y,
+    if (m0 < m1 && rows_driver(j->isa, m0, m1, j->K, j->N, j->X, j->ldx, j->grid, j->W, j->ldw, j->Y,
                                j->ldy, j->bias, j->act) != 0)
         atomic_store(&j->failed, 1);
 }
 
 typedef struct {
+    const isa_t *isa;
     idx N, P, K, F, ldw, xn, xc, yn, yf;
     const float *W, *X, *bias;
     float *Y;
@@ -429,13 +488,17 @@ static void cols_part(void *arg, int part, int parts) {
     const idx unit = j->N % parts == 0 ? j->P : 64;
     const idx units = (Q + unit - 1) / unit;
     const idx q0 = min_i(Q, units * part / parts * unit), q1 = min_i(Q, units * (part + 1) / parts * unit);
-    if (q0 < q1 && cols_driver(q0, q1, j->P, j->K, j->F, j->W, j->ldw, j->X, j->xn, j->xc, j->Y,
+    if (q0 < q1 && cols_driver(j->isa, q0, q1, j->P, j->K, j->F, j->W, j->ldw, j->X, j->xn, j->xc, j->Y,
                                j->yn, j->yf, j->bias, j->act) != 0)
         atomic_store(&j->failed, 1);
 }
 #else
-static int has_avx512(void) { return 0; }
+typedef struct { const char *name; } isa_t;
+static const isa_t *isa_named(const char *name) { (void)name; return NULL; }
 #endif
+
+/* The kernels' instruction set: AVX-512 where the CPU has it, or what select() chose. */
+static const isa_t *current;
 
 /* ---- Python interface ------------------------------------------------------------------
  * rows(threads, x, w, y, bias, act) and cols(threads, w, x, y, bias, act) take NumPy arrays
@@ -501,9 +564,23 @@ static int parse(PyObject *args, int *threads, PyObject **a, PyObject **b, PyObj
     return 1;
 }
 
-static PyObject *py_available(PyObject *self, PyObject *args) {
+static PyObject *py_isa(PyObject *self, PyObject *args) {
     (void)self; (void)args;
-    return PyBool_FromLong(has_avx512());
+    if (current == NULL) Py_RETURN_NONE;
+    return PyUnicode_FromString(current->name);
+}
+
+static PyObject *py_select(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
+    if (strcmp(name, "none") == 0) {  /* back to NumPy's BLAS */
+        current = NULL;
+        Py_RETURN_TRUE;
+    }
+    const isa_t *isa = isa_named(name);
+    if (isa != NULL) current = isa;
+    return PyBool_FromLong(isa != NULL);
 }
 
 static PyObject *py_rows(PyObject *self, PyObject *args) {
@@ -514,7 +591,8 @@ static PyObject *py_rows(PyObject *self, PyObject *args) {
 #ifdef PW_X86
     /* x (M, K) or (N, Ho, Wo, K) with M = N·Ho·Wo, w (K, N), y (M, N), bias (N,) */
     Py_buffer v[4];
-    if (!has_avx512() || !float_view(xo, &v[n++], -1, 0) || !float_view(wo, &v[n++], 2, 0) ||
+    const isa_t *isa = current;
+    if (isa == NULL || !float_view(xo, &v[n++], -1, 0) || !float_view(wo, &v[n++], 2, 0) ||
         !float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0))) {
         release(v, n - 1);
         Py_RETURN_FALSE;
@@ -528,7 +606,7 @@ static PyObject *py_rows(PyObject *self, PyObject *args) {
                         v[0].strides[2] / 4};
     if (v[1].shape[0] == K && v[2].shape[0] == M && v[2].shape[1] == N &&
         (bo == Py_None || v[3].shape[0] == N) && !overlaps(v, n, 2)) {
-        rows_job j = {M, K, N, grid_x ? 0 : v[0].strides[0] / 4, v[1].strides[0] / 4,
+        rows_job j = {isa, M, K, N, grid_x ? 0 : v[0].strides[0] / 4, v[1].strides[0] / 4,
                       v[2].strides[0] / 4, v[0].buf, v[1].buf,
                       bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0,
                       grid_x ? &grid : NULL};
@@ -551,7 +629,8 @@ static PyObject *py_cols(PyObject *self, PyObject *args) {
     if (!parse(args, &threads, &wo, &xo, &yo, &bo, &act)) return NULL;
 #ifdef PW_X86
     Py_buffer v[4];  /* w (F, K), x (N, K, P), y (N, F, P), bias (F,) */
-    if (!has_avx512() || !float_view(wo, &v[n++], 2, 0) || !float_view(xo, &v[n++], 3, 0) ||
+    const isa_t *isa = current;
+    if (isa == NULL || !float_view(wo, &v[n++], 2, 0) || !float_view(xo, &v[n++], 3, 0) ||
         !float_view(yo, &v[n++], 3, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0))) {
         release(v, n - 1);
         Py_RETURN_FALSE;
@@ -560,7 +639,7 @@ static PyObject *py_cols(PyObject *self, PyObject *args) {
     const idx N = v[1].shape[0], P = v[1].shape[2];
     if (v[1].shape[1] == K && v[2].shape[0] == N && v[2].shape[1] == F && v[2].shape[2] == P &&
         (bo == Py_None || v[3].shape[0] == F) && !overlaps(v, n, 2)) {
-        cols_job j = {N, P, K, F, v[0].strides[0] / 4, v[1].strides[0] / 4, v[1].strides[1] / 4,
+        cols_job j = {isa, N, P, K, F, v[0].strides[0] / 4, v[1].strides[0] / 4, v[1].strides[1] / 4,
                       v[2].strides[0] / 4, v[2].strides[1] / 4, v[0].buf, v[1].buf,
                       bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0};
         const int parts = (long long)N * P * K * F >= PARALLEL_MIN_MACS ? threads : 1;
@@ -576,7 +655,11 @@ static PyObject *py_cols(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"available", py_available, METH_NOARGS, "Whether this CPU runs the kernels (AVX-512F, FMA)."},
+    {"isa", py_isa, METH_NOARGS,
+     "The kernels' instruction set, 'avx512' or 'avx2', or None when none is in use."},
+    {"select", py_select, METH_VARARGS,
+     "select(name) -> bool: use 'avx512' or 'avx2' from now on, if this CPU runs it, or\n"
+     "'none' (the kernels then decline every call)."},
     {"rows", py_rows, METH_VARARGS,
      "rows(threads, x, w, y, bias, act) -> bool: y (M, N) = act(x (M, K) @ w (K, N) + bias);\n"
      "x may also be an (N, Ho, Wo, K) view, its pixels taken in order as the M rows."},
@@ -589,6 +672,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, 
                                     NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__kernel(void) {
+    current = isa_named("avx512");
 #ifdef PW_X86
     static int registered = 0;
     if (!registered) {

@@ -7,10 +7,13 @@ writes it, then reads and writes it again. They read the large operand in place 
 pass over the activations) and split the work over a small spinning thread pool of their own,
 which hands work over in about a microsecond where a sleeping thread needs ~60 µs.
 
-They exist for x86-64 CPUs with AVX-512 and are built when the package is installed. Where
-they are missing (no compiler at install time, another CPU) or switched off with
-``POINTWISE_NATIVE=0``, :data:`ENABLED` is False and every call runs on NumPy's BLAS, with the
-same results to rounding.
+They are built when the package is installed, for x86-64 CPUs, in two instruction sets
+(:data:`ISA`). AVX-512 is used where the CPU has it. The AVX2 kernels run only on request,
+``POINTWISE_NATIVE=avx2``: they fuse the epilogue as well, but on compute-bound plain GEMMs
+OpenBLAS's own AVX2 kernels were faster (measured on Zen 4 running both; see ``_kernel.c``).
+``POINTWISE_NATIVE=0`` switches the kernels off. Where they are off or missing (no compiler
+at install time, another CPU), :data:`ENABLED` is False and every call runs on NumPy's BLAS,
+with the same results to rounding.
 
 :func:`rows` and :func:`cols` take only what the kernels address directly: float32 in native
 byte order, aligned, non-negative strides with unit stride on the last axis, no zero size,
@@ -29,21 +32,26 @@ import numpy as np
 
 from pointwise._blas import cores
 
-__all__ = ["ENABLED", "cols", "rows"]
+__all__ = ["ENABLED", "ISA", "cols", "rows"]
 
 
 def _load() -> ModuleType | None:
-    if os.environ.get("POINTWISE_NATIVE", "1") == "0":
+    choice = os.environ.get("POINTWISE_NATIVE", "")
+    if choice == "0":
         return None
     try:
         from pointwise import _kernel
     except ImportError:  # not built: no C compiler at install time, or another platform
         return None
-    return _kernel if _kernel.available() else None
+    if choice in ("avx512", "avx2") and not _kernel.select(choice):
+        return None  # asked for an instruction set this CPU lacks: NumPy, not a surprise
+    return _kernel if _kernel.isa() is not None else None
 
 
 _kernel = _load()
 ENABLED = _kernel is not None
+#: The kernels' instruction set, ``"avx512"`` or ``"avx2"``; None when they are off.
+ISA: str | None = None if _kernel is None else _kernel.isa()
 
 #: The activations the kernels fuse, by their code in _kernel.c.
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}

@@ -127,12 +127,21 @@ def environment(threads: int, pinned_by: str) -> dict[str, Any]:
         "pinned_by": pinned_by,
         "env": {v: os.environ.get(v) for v in THREAD_VARS},
         "blas": _blas_info(),
+        "kernels": _kernels(),
         "cpu": _cpu(),
     }
     if torch is not None:
         env["torch_threads"] = torch.get_num_threads()
         env["torch_interop_threads"] = torch.get_num_interop_threads()
     return env
+
+
+def _kernels() -> str | None:
+    """The instruction set of pointwise's compiled float32 kernels, or None where they are
+    off (then its float32 rows are NumPy's BLAS)."""
+    from pointwise import _native
+
+    return _native.ISA
 
 
 def env_slug(env: dict[str, Any]) -> str:

@@ -59,7 +59,8 @@ def header(env: dict[str, Any], roofs: dict[str, Any], missing: list[str]) -> st
     return "\n".join([
         f"{env['date']} | {env['cpu'].get('model', '?')}, {env['cpu']['usable_cpus']} usable "
         f"CPUs | {env['threads']} threads ({env['pinned_by']})",
-        libs,
+        libs + " | pointwise kernels: "
+        + (env.get("kernels") or "off (float32 runs on NumPy's BLAS)"),
         f"roofs: GEMM {roofs['gemm_gflops']:.1f} GFLOP/s (sgemm n={roofs['gemm_n']}), copy "
         f"{roofs['copy_gbs']:.1f} GB/s, triad {roofs['triad_gbs']:.1f} GB/s",
         "missing peers: " + (", ".join(missing) if missing else "none"),
