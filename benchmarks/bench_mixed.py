@@ -3,8 +3,9 @@
 A fused layer (bias + ReLU, C → F) is followed by a plain one (F → C), at N=8, fp32, on all
 cores. The plain layer is run three ways:
 
-* ``pointwise``: ``pw.conv1x1`` — above ``_gemm.POOL_MIN_MACS`` it runs on the same pool of
-  threads as the fused layer;
+* ``pointwise``: ``pw.conv1x1`` — on the same threads as the fused layer: the compiled
+  kernels' pool where they are built (float32, AVX-512), else above ``_gemm.POOL_MIN_MACS``
+  the NumPy path's pool of single-threaded BLAS calls;
 * ``np.matmul``: the same GEMM on OpenBLAS's own threads, which keep spinning ~0.1 s after
   the call and then share the cores with the next fused layer's pool;
 * ``alone``: each layer timed on its own, summed (no interaction).
@@ -81,6 +82,7 @@ def _row(h: int, c: int, f: int, rng: np.random.Generator) -> str:
         plain_np()
 
     a, b = _median_ms(with_pw), _median_ms(with_np)
+    time.sleep(0.3)  # OpenBLAS's workers, just used by with_np, go idle first
     alone = _median_ms(fused) + _median_ms(plain_pw)
     a2, b2 = _median_ms(with_pw), _median_ms(with_np)  # again, in the other phase
     return (f"{h}² {c}→{f}→{c}".ljust(26) + f" {min(a, a2):10.2f} {min(b, b2):10.2f} "
