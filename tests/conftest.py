@@ -29,3 +29,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(params=["numpy", "kernels"])
+def both_paths(request, monkeypatch):
+    """Run a test on the NumPy path, then on the compiled float32 kernels where they are
+    built and used on this CPU (skipped elsewhere): float32 calls would otherwise only ever
+    exercise the kernels here."""
+    from pointwise import _native
+
+    if request.param == "numpy":
+        monkeypatch.setattr(_native, "_kernel", None)
+    elif not _native.ENABLED:
+        pytest.skip("compiled kernels not built or not used on this CPU")
+    return request.param

@@ -10,6 +10,8 @@ import pytest
 import pointwise as pw
 from oracle import check_against_torch, numeric_grads, reference_conv
 
+pytestmark = pytest.mark.usefixtures("both_paths")
+
 torch = pytest.importorskip("torch")
 
 LAYOUTS = ["NHWC", "HWC", "NCHW", "CHW"]

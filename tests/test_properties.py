@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import pointwise as pw
 from oracle import check_against_torch, reference_conv
+
+pytestmark = pytest.mark.usefixtures("both_paths")
 
 LAYOUT_SHAPES = {
     "NHWC": lambda n, h, w, c: (n, h, w, c),
