@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import pointwise as pw
+from forked import answer_from_forked_child
 from oracle import check_against_torch, numeric_grads, reference_conv
 
 pytestmark = pytest.mark.usefixtures("both_paths")
@@ -436,8 +437,6 @@ def test_parallel_blocks_restore_blas_threads_and_propagate_errors(monkeypatch):
 
 def test_parallel_path_works_in_a_forked_child(monkeypatch):
     # The pool's threads do not survive fork(); a child must build its own, not hang.
-    import multiprocessing
-
     import pointwise._gemm as gemm
     from pointwise import _fastpath
 
@@ -449,16 +448,7 @@ def test_parallel_path_works_in_a_forked_child(monkeypatch):
     np.testing.assert_allclose(pw.conv1x1(x, w, b, activation="relu"), expected)  # pool made
     assert shared
 
-    def child(conn):
-        y = pw.conv1x1(x, w, b, activation="relu")
-        conn.send(bool(np.allclose(y, expected)))
+    def child():
+        return bool(np.allclose(pw.conv1x1(x, w, b, activation="relu"), expected))
 
-    ctx = multiprocessing.get_context("fork")
-    parent_end, child_end = ctx.Pipe()
-    proc = ctx.Process(target=child, args=(child_end,))
-    proc.start()
-    ok = parent_end.poll(30) and parent_end.recv()
-    proc.join(5)
-    if proc.is_alive():
-        proc.kill()
-    assert ok, "the forked child hung or computed a wrong result"
+    assert answer_from_forked_child(child), "the forked child hung or computed a wrong result"

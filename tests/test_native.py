@@ -10,7 +10,6 @@ and the rest of the suite covers the NumPy path alone.
 
 from __future__ import annotations
 
-import multiprocessing
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pointwise as pw
+from forked import answer_from_forked_child
 from pointwise import _native
 
 try:
@@ -314,25 +314,16 @@ def test_python_threads_calling_at_once_all_get_their_own_result():
     assert not errors and not any(t.is_alive() for t in threads)
 
 
-def _child(conn, x, w, expected):
-    y = pw.conv1x1(x, w)
-    conn.send(bool(np.allclose(y, expected, rtol=1e-4, atol=1e-3)))
-
-
 def test_the_pool_works_in_a_forked_child():
     # The pool's threads do not survive fork(); the child must start its own, not hang.
     rng = np.random.default_rng(4)
     x, w = data(rng, 8, 32, 32, 64), data(rng, 64, 64)
     expected = pw.conv1x1(x, w)  # the parent's pool exists now
-    ctx = multiprocessing.get_context("fork")
-    parent_end, child_end = ctx.Pipe()
-    proc = ctx.Process(target=_child, args=(child_end, x, w, expected))
-    proc.start()
-    ok = parent_end.poll(30) and parent_end.recv()
-    proc.join(5)
-    if proc.is_alive():
-        proc.kill()
-    assert ok, "the forked child hung or computed a wrong result"
+
+    def child():
+        return bool(np.allclose(pw.conv1x1(x, w), expected, rtol=1e-4, atol=1e-3))
+
+    assert answer_from_forked_child(child), "the forked child hung or computed a wrong result"
 
 
 @pytest.mark.parametrize(("value", "expected"), [("0", "False None"), ("avx2", "True avx2")])

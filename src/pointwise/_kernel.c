@@ -578,6 +578,25 @@ static int parse(PyObject *args, int *threads, PyObject **a, PyObject **b, PyObj
     return 1;
 }
 
+#ifdef PW_X86
+/* Run a job's parts with the GIL released, on the pool when it has at least
+ * PARALLEL_MIN_MACS multiply-adds. 1 when done, -1 when a part ran out of memory. */
+static int run_released(part_fn fn, void *job, long long macs, int threads, atomic_int *failed) {
+    const int parts = macs >= PARALLEL_MIN_MACS ? threads : 1;
+    Py_BEGIN_ALLOW_THREADS
+    run_parts(fn, job, parts);
+    Py_END_ALLOW_THREADS
+    return atomic_load(failed) ? -1 : 1;
+}
+#endif
+
+/* Release the n views and answer: True (done), False (declined) or MemoryError. */
+static PyObject *answer(Py_buffer *views, int n, int ok) {
+    release(views, n);
+    if (ok < 0) return PyErr_NoMemory();
+    return PyBool_FromLong(ok);
+}
+
 static PyObject *py_isa(PyObject *self, PyObject *args) {
     (void)self; (void)args;
     if (current == NULL) Py_RETURN_NONE;
@@ -601,10 +620,9 @@ static PyObject *py_rows(PyObject *self, PyObject *args) {
     (void)self;
     int threads, act, n = 0, ok = 0;
     PyObject *xo, *wo, *yo, *bo;
+    Py_buffer v[4];  /* x (M, K) or (N, Ho, Wo, K) with M = N·Ho·Wo, w (K, N), y (M, N), bias */
     if (!parse(args, &threads, &xo, &wo, &yo, &bo, &act)) return NULL;
 #ifdef PW_X86
-    /* x (M, K) or (N, Ho, Wo, K) with M = N·Ho·Wo, w (K, N), y (M, N), bias (N,) */
-    Py_buffer v[4];
     const isa_t *isa = current;
     if (isa == NULL || !float_view(xo, &v[n++], -1, 0) || !float_view(wo, &v[n++], 2, 0) ||
         !float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0))) {
@@ -624,25 +642,19 @@ static PyObject *py_rows(PyObject *self, PyObject *args) {
                       v[2].strides[0] / 4, v[0].buf, v[1].buf,
                       bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0,
                       grid_x ? &grid : NULL};
-        const int parts = (long long)M * K * N >= PARALLEL_MIN_MACS ? threads : 1;
-        Py_BEGIN_ALLOW_THREADS
-        run_parts(rows_part, &j, parts);
-        Py_END_ALLOW_THREADS
-        ok = atomic_load(&j.failed) ? -1 : 1;
+        ok = run_released(rows_part, &j, (long long)M * K * N, threads, &j.failed);
     }
-    release(v, n);
-    if (ok < 0) return PyErr_NoMemory();
 #endif
-    return PyBool_FromLong(ok);
+    return answer(v, n, ok);
 }
 
 static PyObject *py_cols(PyObject *self, PyObject *args) {
     (void)self;
     int threads, act, n = 0, ok = 0;
     PyObject *wo, *xo, *yo, *bo;
+    Py_buffer v[4];  /* w (F, K), x (N, K, P), y (N, F, P), bias (F,) */
     if (!parse(args, &threads, &wo, &xo, &yo, &bo, &act)) return NULL;
 #ifdef PW_X86
-    Py_buffer v[4];  /* w (F, K), x (N, K, P), y (N, F, P), bias (F,) */
     const isa_t *isa = current;
     if (isa == NULL || !float_view(wo, &v[n++], 2, 0) || !float_view(xo, &v[n++], 3, 0) ||
         !float_view(yo, &v[n++], 3, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0))) {
@@ -656,16 +668,10 @@ static PyObject *py_cols(PyObject *self, PyObject *args) {
         cols_job j = {isa, N, P, K, F, v[0].strides[0] / 4, v[1].strides[0] / 4, v[1].strides[1] / 4,
                       v[2].strides[0] / 4, v[2].strides[1] / 4, v[0].buf, v[1].buf,
                       bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0};
-        const int parts = (long long)N * P * K * F >= PARALLEL_MIN_MACS ? threads : 1;
-        Py_BEGIN_ALLOW_THREADS
-        run_parts(cols_part, &j, parts);
-        Py_END_ALLOW_THREADS
-        ok = atomic_load(&j.failed) ? -1 : 1;
+        ok = run_released(cols_part, &j, (long long)N * P * K * F, threads, &j.failed);
     }
-    release(v, n);
-    if (ok < 0) return PyErr_NoMemory();
 #endif
-    return PyBool_FromLong(ok);
+    return answer(v, n, ok);
 }
 
 static PyMethodDef methods[] = {
