@@ -346,3 +346,21 @@ def test_with_no_instruction_set_selected_the_kernels_decline_everything(isa):
     finally:
         KERNEL.select(isa)
     assert KERNEL.rows(1, x, w, y, None, 0) is True and y.any()
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_threads_that_end_leave_no_work_buffers_behind():
+    # Each calling thread keeps ~0.6 MiB of buffers here; they must go when the thread does.
+    x, w = np.ones((1, 8, 8, 256), np.float32), np.ones((256, 512), np.float32)
+    pw.conv1x1(x, w)
+    before = _rss_mib()
+    for _ in range(150):
+        t = threading.Thread(target=pw.conv1x1, args=(x, w))
+        t.start()
+        t.join()
+    assert _rss_mib() - before < 30  # 150 threads' buffers kept would be ~85 MiB

@@ -27,6 +27,7 @@ typedef Py_ssize_t idx;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PW_X86 1
 #include <immintrin.h>
+#include <pthread.h>
 enum { ACT_NONE = 0, ACT_RELU = 1, ACT_RELU6 = 2 };
 enum { KC = 256 };       /* K block of the rows driver: an A row slice stays in L1 */
 enum { KC_COLS = 512 };  /* K block of the cols driver */
@@ -179,18 +180,43 @@ static const shape_t *rows_shape(const isa_t *isa, idx N) {
 static inline idx min_i(idx a, idx b) { return a < b ? a : b; }
 
 /* Per-thread work buffers, kept between calls and grown when needed: a fresh large
- * allocation per call is a fresh mmap, and its page faults cost more than a small GEMM. */
-static _Thread_local float *bufs[2];
-static _Thread_local size_t buf_sizes[2];
+ * allocation per call is a fresh mmap, and its page faults cost more than a small GEMM.
+ * They are freed when their thread ends (a pthread key's destructor), so Python threads
+ * that come and go leave nothing behind. */
+typedef struct {
+    float *buf[2];
+    size_t size[2];
+} scratch_t;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p) {
+    scratch_t *s = p;
+    free(s->buf[0]);
+    free(s->buf[1]);
+    free(s);
+}
+
+static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
 
 static float *scratch(int which, size_t floats) {
-    size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
-    if (bytes > buf_sizes[which]) {
-        free(bufs[which]);
-        bufs[which] = aligned_alloc(64, bytes);
-        buf_sizes[which] = bufs[which] ? bytes : 0;
+    pthread_once(&scratch_once, scratch_init);
+    scratch_t *s = pthread_getspecific(scratch_key);
+    if (s == NULL) {
+        s = calloc(1, sizeof *s);
+        if (s == NULL || pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
     }
-    return bufs[which];
+    size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    if (bytes > s->size[which]) {
+        free(s->buf[which]);
+        s->buf[which] = aligned_alloc(64, bytes);
+        s->size[which] = s->buf[which] ? bytes : 0;
+    }
+    return s->buf[which];
 }
 
 /* Bp[k, 0:NR] = B[k, 0:nr] for k < kc, zero-padded to NR columns. */
@@ -364,7 +390,6 @@ static const isa_t *isa_named(const char *name) {
  * microsecond. The caller always takes part 0 itself. Only one job runs at a time; a call
  * that finds the pool busy (another Python thread) runs single-threaded instead of waiting.
  */
-#include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
 
