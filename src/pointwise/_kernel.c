@@ -1,4 +1,5 @@
-/* Single-threaded float32 GEMM kernels for the 1x1 convolution, with the epilogue fused.
+/* Float32 GEMM kernels for the 1x1 convolution, with the epilogue fused, and a small thread
+ * pool that shares each call among the cores.
  *
  * Y = act(A @ B + bias) where the small operand is read straight from memory and the large
  * one is cut into panels. Each output tile is produced in registers over the whole K block
@@ -9,7 +10,8 @@
  *   rows  (channels-last):  Y[m, :]   = act(X[m, :] @ W + b)      X: M x K, W: K x N
  *   cols  (channels-first): Y[n][:, p] = act(W @ X[n][:, p] + b)   W: F x K, X[n]: K x P
  *
- * Callers split the work across threads (the drivers take a range) and release the GIL.
+ * Each driver works on a range of rows or columns; run_parts() hands the ranges to the pool
+ * with the GIL released.
  * Kernels exist for AVX-512 and for AVX2 with FMA. AVX-512 is used where the CPU has it; the
  * AVX2 ones run only when select("avx2") asks for them: they beat NumPy wherever the epilogue
  * is fused or the shape is memory-bound, but on compute-bound plain GEMMs OpenBLAS's own AVX2
@@ -229,10 +231,9 @@ static void pack_panel(const float *B, idx ldb, idx kc, int nr, int NR, float *B
 
 /* One tile of rows [i, i + mr) with the kernel `kern` (MR rows) or, for the last rows,
  * a three-row kernel reading a zero-padded copy when fewer than three remain. */
-static void tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx kc,
-                           const float *A, idx lda, const float *Bp, float *C, idx ldc,
-                           int nr, int first, int last, const float *bcol, const float *brow,
-                           int act, idx bias_step) {
+static void tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx kc, const float *A,
+                      idx lda, const float *Bp, float *C, idx ldc, int nr, int first, int last,
+                      const float *bcol, const float *brow, int act, idx bias_step) {
     for (; i + MR <= m1; i += MR)
         kern(kc, A + i * lda, lda, Bp, C + i * ldc, ldc, MR, nr, first, last, bcol,
              brow ? brow + i * bias_step : NULL, act);
@@ -320,8 +321,9 @@ static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const flo
 }
 
 /* Channels-first: for the flattened columns q in [q0, q1) of N images of P pixels each
- * (q = n * P + p), Y[n][:, p] = act(W @ X[n][:, p] + bias). Below NR pixels per image, a
- * panel spans images; it is computed into a scratch tile and then copied out. */
+ * (q = n * P + p), Y[n][:, p] = act(W @ X[n][:, p] + bias). Columns go in panels of NR; a
+ * panel that spans two images (small images, see below) is computed into a scratch tile and
+ * then copied out, the others straight into Y. */
 static int cols_driver(const isa_t *isa, idx q0, idx q1, idx P, idx K, idx F, const float *W,
                        idx ldw, const float *X, idx xn, idx xc, float *Y, idx yn, idx yf,
                        const float *bias, int act) {
