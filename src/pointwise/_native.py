@@ -18,9 +18,8 @@ with the same results to rounding.
 :func:`rows` and :func:`cols` take only what the kernels address directly: float32 in native
 byte order, aligned, non-negative strides with unit stride on the last axis, no zero size,
 an output that overlaps no input (by bounds, as ``np.may_share_memory``), and an activation
-the kernel fuses. The checks run in C, in well under a microsecond; for
-anything else the functions return False, having done nothing, and the caller computes the
-block its usual way.
+the kernel fuses. The checks run in C, in well under a microsecond; for anything else the
+functions return False, having done nothing, and the caller computes the block its usual way.
 """
 
 from __future__ import annotations
