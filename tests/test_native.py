@@ -10,7 +10,6 @@ and the rest of the suite covers the NumPy path alone.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
 
@@ -324,16 +323,6 @@ def test_the_pool_works_in_a_forked_child():
         return bool(np.allclose(pw.conv1x1(x, w), expected, rtol=1e-4, atol=1e-3))
 
     assert answer_from_forked_child(child), "the forked child hung or computed a wrong result"
-
-
-@pytest.mark.parametrize(("value", "expected"), [("0", "False None"), ("avx2", "True avx2")])
-def test_environment_switch_picks_or_turns_off_the_kernels(value, expected, isa):
-    if isa != "avx2":
-        pytest.skip("one run is enough")
-    code = "from pointwise import _native; print(_native.ENABLED, _native.ISA)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"POINTWISE_NATIVE": value, "PATH": ""}, check=True)
-    assert out.stdout.strip() == expected
 
 
 def test_with_no_instruction_set_selected_the_kernels_decline_everything(isa):

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import pointwise as pw
 
 
@@ -25,3 +27,21 @@ def test_single_version_string():
 def test_public_api():
     for name in ("conv1x1", "conv1x1_backward", "cost", "explain", "LAYOUTS", "ACTIVATIONS"):
         assert hasattr(pw, name), name
+
+
+@pytest.mark.parametrize("value", ["0", "avx2", "avx512", ""])
+def test_environment_switch_picks_or_turns_off_the_kernels(value):
+    # POINTWISE_NATIVE=0 turns the compiled kernels off; a name asks for an instruction set,
+    # granted when they are built and the CPU has it; unset means AVX-512 where available.
+    probe = ("from pointwise import _native, _kernel\n"
+             "print(_native.ENABLED, _native.ISA, _kernel.select('avx2'), "
+             "_kernel.select('avx512'))")
+    env = {"PATH": "", "POINTWISE_NATIVE": value}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    if "No module named" in out.stderr:
+        pytest.skip("compiled kernels not built")
+    enabled, isa, has_avx2, has_avx512 = out.stdout.split()
+    expected = {"0": None, "avx2": "avx2" if has_avx2 == "True" else None,
+                "avx512": "avx512" if has_avx512 == "True" else None,
+                "": "avx512" if has_avx512 == "True" else None}[value]
+    assert (isa, enabled) == (str(expected), str(expected is not None))
