@@ -126,6 +126,8 @@ def count_calls(monkeypatch) -> list[str]:
     real = _native._kernel
 
     class Counting:
+        PARALLEL_MIN_MACS = real.PARALLEL_MIN_MACS
+
         def rows(self, *args):
             took = real.rows(*args)
             if took:

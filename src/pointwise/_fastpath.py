@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from pointwise import _native
-from pointwise._blas import cores
 
 # Above this many multiply-adds the arithmetic (≥ ~20 µs) outweighs the full path's planning,
 # and a fused call's epilogue is better done block by block while the block is in cache.
@@ -55,7 +54,7 @@ def _on_kernels(x: np.ndarray, w: np.ndarray, y: np.ndarray, bias: np.ndarray | 
     kernel = _native._kernel
     if kernel is None:
         return False
-    threads = 1 if macs < _native.PARALLEL_MIN_MACS else cores()
+    threads = _native.threads(macs)
     if channels_last:
         # (P, C) @ (C, F) -> (P, F), views
         return kernel.rows(threads, x.reshape(pixels, c), w, y.reshape(pixels, f), bias, act)

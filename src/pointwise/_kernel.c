@@ -727,5 +727,10 @@ PyMODINIT_FUNC PyInit__kernel(void) {
         registered = 1;
     }
 #endif
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "PARALLEL_MIN_MACS", (long)PARALLEL_MIN_MACS) != 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -55,13 +55,11 @@ ISA: str | None = None if _kernel is None else _kernel.isa()
 #: The activations the kernels fuse, by their code in _kernel.c.
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}
 
-#: The kernels run a call on one thread below this many multiply-adds (PARALLEL_MIN_MACS in
-#: _kernel.c); asking OpenBLAS for the core count is skipped there, a third of a tiny call.
-PARALLEL_MIN_MACS = 1 << 20
-
-
-def _threads(macs: int) -> int:
-    return cores() if macs >= PARALLEL_MIN_MACS else 1
+def threads(macs: int) -> int:
+    """Threads to offer the kernels for a call of ``macs`` multiply-adds: below their own
+    ``PARALLEL_MIN_MACS`` they run on one thread, so the core count (a call into OpenBLAS,
+    a third of a tiny call) is not asked for."""
+    return cores() if _kernel is not None and macs >= _kernel.PARALLEL_MIN_MACS else 1
 
 
 def rows(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None,
@@ -74,7 +72,7 @@ def rows(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None,
     code = ACTIVATIONS.get(act, -1)
     if _kernel is None or code < 0:
         return False
-    return _kernel.rows(_threads(x.size * w.shape[-1]), x, w, y, b, code)
+    return _kernel.rows(threads(x.size * w.shape[-1]), x, w, y, b, code)
 
 
 def cols(w: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray | None,
@@ -84,4 +82,4 @@ def cols(w: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray | None,
     code = ACTIVATIONS.get(act, -1)
     if _kernel is None or code < 0:
         return False
-    return _kernel.cols(_threads(x.size * w.shape[0]), w, x, y, b, code)
+    return _kernel.cols(threads(x.size * w.shape[0]), w, x, y, b, code)
