@@ -63,21 +63,23 @@ def data(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(m=st.integers(1, 80), c=st.integers(1, 600), f=st.integers(1, 140),
        bias=st.booleans(), act=st.sampled_from(ACTS), pad=st.integers(0, 3),
-       threads=st.integers(1, 3), seed=st.integers(0, 2**16))
-def test_rows_match_float64(m, c, f, bias, act, pad, threads, seed):
+       residual=st.booleans(), threads=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_rows_match_float64(m, c, f, bias, act, pad, residual, threads, seed):
     rng = np.random.default_rng(seed)
     # row strides wider than the rows (pad), as views of a channels-last slice give
     x = data(rng, m, c + pad)[:, :c]
     w = data(rng, c, f + pad)[:, :f]
     y = np.full((m, f + pad), 7.0, np.float32)
     b = data(rng, f) if bias else None
+    r = data(rng, m, f + 2 * pad)[:, :f] if residual else None  # added on the last K block
     kernel = _native._kernel
     assert kernel is not None
-    assert kernel.rows(threads, x, w, y[:, :f], b, _native.ACTIVATIONS[act])
-    ref = reference(x.astype(np.float64) @ w.astype(np.float64), b, act)
+    assert kernel.rows(threads, x, w, y[:, :f], b, _native.ACTIVATIONS[act], r)
+    a64 = x.astype(np.float64) @ w.astype(np.float64)
+    ref = reference(a64 if r is None else a64 + r, b, act)
     close(y[:, :f], ref, c)
     assert (y[:, f:] == 7.0).all(), "wrote past the last column"
 
@@ -274,6 +276,38 @@ def test_the_kernels_decline_what_they_cannot_address(driver, change):
         assert getattr(kernel, driver)(2, *ops, None, 0) is False, (change, i)
         if before is not None and before.size:
             np.testing.assert_array_equal(ops[2], before)
+
+
+def test_a_residual_that_does_not_fit_is_declined():
+    kernel = _native._kernel
+    assert kernel is not None
+    rng = np.random.default_rng(5)
+    x, w = data(rng, 20, 8), data(rng, 8, 12)
+    y = np.zeros((20, 12), np.float32)
+    for bad in (data(rng, 20, 11), data(rng, 19, 12), data(rng, 20, 12).astype(np.float64),
+                y):  # wrong shape, wrong dtype, the output itself
+        assert kernel.rows(1, x, w, y, None, 0, bad) is False
+    assert not y.any()
+
+
+def test_calls_on_the_host_openmp_team_match():
+    """With torch loaded, the kernels can run on its libgomp team (openmp=True)."""
+    pytest.importorskip("torch")
+    if not _native.host_openmp():
+        pytest.skip("no libgomp loaded")
+    kernel = _native._kernel
+    assert kernel is not None
+    rng = np.random.default_rng(6)
+    x, w, b, r = data(rng, 3000, 96), data(rng, 96, 40), data(rng, 40), data(rng, 3000, 40)
+    for threads in (1, 2, 3):
+        y = np.zeros((3000, 40), np.float32)
+        assert kernel.rows(threads, x, w, y, b, 1, r, True)
+        close(y, reference(x.astype(np.float64) @ w.astype(np.float64) + r, b, "relu"), 96)
+        y3 = np.zeros((2, 40, 1500), np.float32)
+        x3 = np.ascontiguousarray(x.reshape(2, 1500, 96).transpose(0, 2, 1))  # (N, C, P)
+        assert kernel.cols(threads, np.ascontiguousarray(w.T), x3, y3, b, 2, True)
+        ref3 = reference(np.einsum("fc,ncp->nfp", w.T.astype(np.float64), x3), None, None)
+        close(y3, reference(ref3 + b[:, None], None, "relu6"), 96)
 
 
 def test_nan_and_inf_propagate_through_relu():

@@ -37,7 +37,8 @@ enum { KC_COLS = 512 };  /* K block of the cols driver */
 /* C[MR x NV*VW] (+)= A[MR x kc] @ Bp[kc x NV*VW], VW floats per vector (16 AVX-512, 8 AVX2).
  * A's rows are read in place (row stride lda), three row pointers per three rows so that
  * every broadcast is one addressing mode; Bp is packed, zero-padded to NV*VW columns.
- * first: C is overwritten rather than accumulated. last: bias and activation are applied.
+ * first: C is overwritten rather than accumulated. last: bias, the residual R (a matrix
+ * like C, row stride ldr; ResNet's shortcut) and the activation are applied.
  * mr rows and nr columns of the tile are stored (the rest is padding).
  * The two instruction sets differ only in their vector type and masked loads and stores. */
 #define KERNEL_BODY(MR, NV, VW, VEC, SETZERO, LOAD, SET1, FMADD, ADD, MAX, MIN, MASK_T, MASK, \
@@ -48,6 +49,10 @@ enum { KC_COLS = 512 };  /* K block of the cols driver */
     _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                    \
         _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[r][v] = SETZERO();           \
     const idx next = MR * lda;                                                               \
+    if (last && R) /* the residual tile, read at the end: fetch it while the tile computes */ \
+        _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                             \
+                if (r < mr) _mm_prefetch((const char *)(R + r * ldr + v * VW), _MM_HINT_T0); \
     for (idx k = 0; k < kc; k++) {                                                           \
         if ((k & 15) == 0) /* the next tile's rows, one line each per 16 steps */            \
             _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                            \
@@ -72,6 +77,7 @@ enum { KC_COLS = 512 };  /* K block of the cols driver */
             if (last) {                                                                      \
                 if (bcol) t = ADD(t, MLOAD(bcol + v * VW, m));                               \
                 if (brow) t = ADD(t, SET1(brow[r]));                                         \
+                if (R) t = ADD(t, MLOAD(R + r * ldr + v * VW, m));                           \
                 /* max/min return their second operand when one is NaN: NaN stays */         \
                 if (act != ACT_NONE) t = MAX(zero, t);                                       \
                 if (act == ACT_RELU6) t = MIN(six, t);                                       \
@@ -83,7 +89,7 @@ enum { KC_COLS = 512 };  /* K block of the cols driver */
 #define KERNEL_ARGS                                                                          \
     (idx kc, const float *restrict A, idx lda, const float *restrict Bp, float *restrict C,  \
      idx ldc, int mr, int nr, int first, int last, const float *bcol, const float *brow,     \
-     int act)
+     const float *R, idx ldr, int act)
 
 /* AVX-512: masks are bit masks. */
 #define T512 __attribute__((target("avx512f,fma")))
@@ -114,7 +120,7 @@ T256 static inline __m256i mask8(int lanes) {
     }
 
 typedef void (*kern_t)(idx, const float *, idx, const float *, float *, idx, int, int, int, int,
-                       const float *, const float *, int);
+                       const float *, const float *, const float *, idx, int);
 
 /* Kernels by rows (MR) and vectors per row (NV): every MR has one for each NV up to its
  * widest, so the last, narrower panel of a row of tiles runs without wasted lanes. Tiles
@@ -233,21 +239,22 @@ static void pack_panel(const float *B, idx ldb, idx kc, int nr, int NR, float *B
  * a three-row kernel reading a zero-padded copy when fewer than three remain. */
 static void tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx kc, const float *A,
                       idx lda, const float *Bp, float *C, idx ldc, int nr, int first, int last,
-                      const float *bcol, const float *brow, int act, idx bias_step) {
+                      const float *bcol, const float *brow, const float *R, idx ldr, int act,
+                      idx bias_step) {
     for (; i + MR <= m1; i += MR)
         kern(kc, A + i * lda, lda, Bp, C + i * ldc, ldc, MR, nr, first, last, bcol,
-             brow ? brow + i * bias_step : NULL, act);
+             brow ? brow + i * bias_step : NULL, R ? R + i * ldr : NULL, ldr, act);
     for (; i < m1; i += 3) {
         int mr = (int)min_i(m1 - i, 3);
         if (mr == 3) {
             tail(kc, A + i * lda, lda, Bp, C + i * ldc, ldc, 3, nr, first, last, bcol,
-                 brow ? brow + i * bias_step : NULL, act);
+                 brow ? brow + i * bias_step : NULL, R ? R + i * ldr : NULL, ldr, act);
         } else {
             float pad[3 * KC_COLS];
             for (int r = 0; r < 3; r++)
                 for (idx k = 0; k < kc; k++) pad[r * kc + k] = r < mr ? A[(i + r) * lda + k] : 0.0f;
             tail(kc, pad, kc, Bp, C + i * ldc, ldc, mr, nr, first, last, bcol,
-                 brow ? brow + i * bias_step : NULL, act);
+                 brow ? brow + i * bias_step : NULL, R ? R + i * ldr : NULL, ldr, act);
         }
     }
 }
@@ -273,10 +280,11 @@ static void gather_rows(const float *X, const grid_t *g, idx m0, idx m1, idx pc,
     }
 }
 
-/* Channels-last: Y[m, :] = act(X[m, :] @ W + bias) for m in [m0, m1). */
+/* Channels-last: Y[m, :] = act(X[m, :] @ W + bias + R[m, :]) for m in [m0, m1); R may be
+ * NULL. */
 static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const float *X, idx ldx,
                        const grid_t *grid, const float *W, idx ldw, float *Y, idx ldy,
-                       const float *bias, int act) {
+                       const float *bias, const float *R, idx ldr, int act) {
     const shape_t *s = rows_shape(isa, N);
     const int vw = isa->vw, NR = s->nv * vw;
     const idx kcb = min_i(K, KC);
@@ -312,7 +320,8 @@ static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const flo
                     const int nr = (int)min_i(nc - j, NR), nv = (nr + vw - 1) / vw;
                     tile_rows(s->by_nv[nv], s->tail[nv], s->mr, 0, i1 - i, kc, A, lda,
                               Bp + j * kc, Y + i * ldy + jc + j, ldy, nr, first, last,
-                              bias ? bias + jc + j : NULL, NULL, act, 0);
+                              bias ? bias + jc + j : NULL, NULL, R ? R + i * ldr + jc + j : NULL,
+                              ldr, act, 0);
                 }
             }
         }
@@ -362,7 +371,7 @@ static int cols_driver(const isa_t *isa, idx q0, idx q1, idx P, idx K, idx F, co
             if (nr < width)
                 for (idx k = 0; k < kc; k++) memset(Bp + k * width + nr, 0, (size_t)(width - nr) * sizeof(float));
             tile_rows(s->by_nv[nv], s->tail[nv], s->mr, 0, F, kc, W + pc, ldw, Bp, C, ldc, nr,
-                      pc == 0, pc + kc >= K, NULL, bias, act, 1);
+                      pc == 0, pc + kc >= K, NULL, bias, NULL, 0, act, 1);
         }
         if (!direct)
             for (int j = 0; j < nr;) {
@@ -492,6 +501,56 @@ static void run_parts(part_fn fn, void *arg, int parts) {
     pthread_mutex_unlock(&job_mu);
 }
 
+/* ---- the host's OpenMP team --------------------------------------------------------------
+ * Inside a torch model our pool and torch's OpenMP team take turns on the same cores, and
+ * each spins for a while after its own work: every hand-over then runs two busy threads per
+ * core. (A converted ResNet-50 ran 568 ms against 424 ms on torch alone.) So a caller that
+ * already has libgomp loaded, torch, may bind to it (openmp()) and run a call's parts on that
+ * very team, whose threads are the ones still spinning from the previous layer. GOMP_parallel
+ * is the entry point GCC emits for `#pragma omp parallel`; it is stable across libgomp
+ * versions since GCC 4.9. */
+#include <dlfcn.h>
+
+static void (*gomp_parallel)(void (*)(void *), void *, unsigned, unsigned);
+static int (*omp_thread_num)(void);
+static int (*omp_num_threads)(void);
+
+typedef struct { part_fn fn; void *arg; int parts; } omp_job;
+
+static void omp_body(void *p) {
+    const omp_job *j = p;
+    const int team = omp_num_threads();
+    for (int part = omp_thread_num(); part < j->parts; part += team) j->fn(j->arg, part, j->parts);
+}
+
+/* Bind to the libgomp at `path` if, and only if, the process has already loaded it; 0 leaves
+ * any earlier binding as it was. Nothing is ever unloaded, so a call still running on an
+ * earlier binding stays valid. */
+static int bind_openmp(const char *path) {
+    void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (h == NULL) return 0;
+    void *par = dlsym(h, "GOMP_parallel"), *num = dlsym(h, "omp_get_thread_num"),
+         *team = dlsym(h, "omp_get_num_threads");
+    if (par == NULL || num == NULL || team == NULL) {
+        dlclose(h);
+        return 0;
+    }
+    /* the handle is kept: the runtime must outlive the pointers */
+    *(void **)&gomp_parallel = par;
+    *(void **)&omp_thread_num = num;
+    *(void **)&omp_num_threads = team;
+    return 1;
+}
+
+static void run_parts_openmp(part_fn fn, void *arg, int parts) {
+    if (parts <= 1 || gomp_parallel == NULL) {
+        run_parts(fn, arg, parts);
+        return;
+    }
+    omp_job j = {fn, arg, parts};
+    gomp_parallel(omp_body, &j, (unsigned)parts, 0);
+}
+
 /* ---- jobs ------------------------------------------------------------------------------ */
 typedef struct {
     const isa_t *isa;
@@ -501,6 +560,8 @@ typedef struct {
     int act;
     atomic_int failed;
     const grid_t *grid;  /* NULL: X's rows are ldx apart */
+    const float *R;      /* NULL, or the residual added before the activation */
+    idx ldr;
 } rows_job;
 
 static void rows_part(void *arg, int part, int parts) {
@@ -509,7 +570,7 @@ static void rows_part(void *arg, int part, int parts) {
     const idx per = (j->M + parts * unit - 1) / (parts * unit) * unit;
     const idx m0 = min_i(j->M, part * per), m1 = min_i(j->M, m0 + per);
     if (m0 < m1 && rows_driver(j->isa, m0, m1, j->K, j->N, j->X, j->ldx, j->grid, j->W, j->ldw, j->Y,
-                               j->ldy, j->bias, j->act) != 0)
+                               j->ldy, j->bias, j->R, j->ldr, j->act) != 0)
         atomic_store(&j->failed, 1);
 }
 
@@ -536,6 +597,7 @@ static void cols_part(void *arg, int part, int parts) {
 #else
 typedef struct { const char *name; } isa_t;
 static const isa_t *isa_named(const char *name) { (void)name; return NULL; }
+static void (*gomp_parallel)(void (*)(void *), void *, unsigned, unsigned);
 #endif
 
 /* The kernels' instruction set: AVX-512 where the CPU has it, or what select() chose. */
@@ -595,9 +657,22 @@ static void release(Py_buffer *views, int n) {
  * thread that has gone to sleep would cost more than it saves. */
 #define PARALLEL_MIN_MACS (1LL << 20)
 
+/* rows(threads, x, w, y, bias, act, residual=None, openmp=False) and
+ * cols(threads, w, x, y, bias, act, openmp=False); res is NULL for cols. */
 static int parse(PyObject *args, int *threads, PyObject **a, PyObject **b, PyObject **y,
-                 PyObject **bias, int *act) {
-    if (!PyArg_ParseTuple(args, "iOOOOi", threads, a, b, y, bias, act)) return 0;
+                 PyObject **bias, int *act, PyObject **res, int *openmp) {
+    *openmp = 0;
+    if (res != NULL) {
+        *res = Py_None;
+        if (!PyArg_ParseTuple(args, "iOOOOi|Op", threads, a, b, y, bias, act, res, openmp)) return 0;
+    } else if (!PyArg_ParseTuple(args, "iOOOOi|p", threads, a, b, y, bias, act, openmp)) {
+        return 0;
+    }
+    if (*openmp && gomp_parallel == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "expected openmp() to have bound a loaded libgomp "
+                        "before a call with openmp=True, but none is bound");
+        return 0;
+    }
     if (*act < 0 || *act > 2) {
         PyErr_Format(PyExc_ValueError, "expected act 0 (none), 1 (relu) or 2 (relu6), but got %d", *act);
         return 0;
@@ -608,10 +683,14 @@ static int parse(PyObject *args, int *threads, PyObject **a, PyObject **b, PyObj
 #ifdef PW_X86
 /* Run a job's parts with the GIL released, on the pool when it has at least
  * PARALLEL_MIN_MACS multiply-adds. 1 when done, -1 when a part ran out of memory. */
-static int run_released(part_fn fn, void *job, long long macs, int threads, atomic_int *failed) {
+static int run_released(part_fn fn, void *job, long long macs, int threads, atomic_int *failed,
+                        int openmp) {
     const int parts = macs >= PARALLEL_MIN_MACS ? threads : 1;
     Py_BEGIN_ALLOW_THREADS
-    run_parts(fn, job, parts);
+    if (openmp)
+        run_parts_openmp(fn, job, parts);
+    else
+        run_parts(fn, job, parts);
     Py_END_ALLOW_THREADS
     return atomic_load(failed) ? -1 : 1;
 }
@@ -645,17 +724,21 @@ static PyObject *py_select(PyObject *self, PyObject *args) {
 
 static PyObject *py_rows(PyObject *self, PyObject *args) {
     (void)self;
-    int threads, act, n = 0, ok = 0;
-    PyObject *xo, *wo, *yo, *bo;
-    Py_buffer v[4];  /* x (M, K) or (N, Ho, Wo, K) with M = N·Ho·Wo, w (K, N), y (M, N), bias */
-    if (!parse(args, &threads, &xo, &wo, &yo, &bo, &act)) return NULL;
+    int threads, act, openmp, n = 0, ok = 0;
+    PyObject *xo, *wo, *yo, *bo, *ro;
+    /* x (M, K) or (N, Ho, Wo, K) with M = N·Ho·Wo, w (K, N), y (M, N), bias (N,) or absent,
+     * residual (M, N) or absent */
+    Py_buffer v[5];
+    if (!parse(args, &threads, &xo, &wo, &yo, &bo, &act, &ro, &openmp)) return NULL;
 #ifdef PW_X86
     const isa_t *isa = current;
     if (isa == NULL || !float_view(xo, &v[n++], -1, 0) || !float_view(wo, &v[n++], 2, 0) ||
-        !float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0))) {
+        !float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0)) ||
+        (ro != Py_None && !float_view(ro, &v[n++], 2, 0))) {
         release(v, n - 1);
         Py_RETURN_FALSE;
     }
+    const Py_buffer *rv = ro == Py_None ? NULL : &v[n - 1];
     const int grid_x = v[0].ndim == 4;
     const idx K = v[0].shape[v[0].ndim - 1], N = v[1].shape[1];
     const idx M = grid_x ? v[0].shape[0] * v[0].shape[1] * v[0].shape[2] : v[0].shape[0];
@@ -664,12 +747,13 @@ static PyObject *py_rows(PyObject *self, PyObject *args) {
         grid = (grid_t){v[0].shape[1], v[0].shape[2], v[0].strides[0] / 4, v[0].strides[1] / 4,
                         v[0].strides[2] / 4};
     if (v[1].shape[0] == K && v[2].shape[0] == M && v[2].shape[1] == N &&
-        (bo == Py_None || v[3].shape[0] == N) && !overlaps(v, n, 2)) {
+        (bo == Py_None || v[3].shape[0] == N) &&
+        (rv == NULL || (rv->shape[0] == M && rv->shape[1] == N)) && !overlaps(v, n, 2)) {
         rows_job j = {isa, M, K, N, grid_x ? 0 : v[0].strides[0] / 4, v[1].strides[0] / 4,
                       v[2].strides[0] / 4, v[0].buf, v[1].buf,
                       bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0,
-                      grid_x ? &grid : NULL};
-        ok = run_released(rows_part, &j, (long long)M * K * N, threads, &j.failed);
+                      grid_x ? &grid : NULL, rv ? rv->buf : NULL, rv ? rv->strides[0] / 4 : 0};
+        ok = run_released(rows_part, &j, (long long)M * K * N, threads, &j.failed, openmp);
     }
 #endif
     return answer(v, n, ok);
@@ -677,10 +761,10 @@ static PyObject *py_rows(PyObject *self, PyObject *args) {
 
 static PyObject *py_cols(PyObject *self, PyObject *args) {
     (void)self;
-    int threads, act, n = 0, ok = 0;
+    int threads, act, openmp, n = 0, ok = 0;
     PyObject *wo, *xo, *yo, *bo;
     Py_buffer v[4];  /* w (F, K), x (N, K, P), y (N, F, P), bias (F,) */
-    if (!parse(args, &threads, &wo, &xo, &yo, &bo, &act)) return NULL;
+    if (!parse(args, &threads, &wo, &xo, &yo, &bo, &act, NULL, &openmp)) return NULL;
 #ifdef PW_X86
     const isa_t *isa = current;
     if (isa == NULL || !float_view(wo, &v[n++], 2, 0) || !float_view(xo, &v[n++], 3, 0) ||
@@ -695,10 +779,21 @@ static PyObject *py_cols(PyObject *self, PyObject *args) {
         cols_job j = {isa, N, P, K, F, v[0].strides[0] / 4, v[1].strides[0] / 4, v[1].strides[1] / 4,
                       v[2].strides[0] / 4, v[2].strides[1] / 4, v[0].buf, v[1].buf,
                       bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0};
-        ok = run_released(cols_part, &j, (long long)N * P * K * F, threads, &j.failed);
+        ok = run_released(cols_part, &j, (long long)N * P * K * F, threads, &j.failed, openmp);
     }
 #endif
     return answer(v, n, ok);
+}
+
+static PyObject *py_openmp(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path)) return NULL;
+#ifdef PW_X86
+    return PyBool_FromLong(bind_openmp(path));
+#else
+    Py_RETURN_FALSE;
+#endif
 }
 
 static PyMethodDef methods[] = {
@@ -708,10 +803,17 @@ static PyMethodDef methods[] = {
      "select(name) -> bool: use 'avx512' or 'avx2' from now on, if this CPU runs it, or\n"
      "'none' (the kernels then decline every call)."},
     {"rows", py_rows, METH_VARARGS,
-     "rows(threads, x, w, y, bias, act) -> bool: y (M, N) = act(x (M, K) @ w (K, N) + bias);\n"
-     "x may also be an (N, Ho, Wo, K) view, its pixels taken in order as the M rows."},
+     "rows(threads, x, w, y, bias, act, residual=None, openmp=False) -> bool:\n"
+     "y (M, N) = act(x (M, K) @ w (K, N) + bias + residual (M, N)); x may also be an\n"
+     "(N, Ho, Wo, K) view, its pixels taken in order as the M rows. openmp: run on the team\n"
+     "of the libgomp that openmp() bound."},
     {"cols", py_cols, METH_VARARGS,
-     "cols(threads, w, x, y, bias, act) -> bool: y[n] (F, P) = act(w (F, K) @ x[n] (K, P) + bias)."},
+     "cols(threads, w, x, y, bias, act, openmp=False) -> bool:\n"
+     "y[n] (F, P) = act(w (F, K) @ x[n] (K, P) + bias)."},
+    {"openmp", py_openmp, METH_VARARGS,
+     "openmp(path) -> bool: bind to the libgomp at path if the process has loaded it (torch\n"
+     "does), so that calls with openmp=True run on its threads; False: not loaded, nothing\n"
+     "changed."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from pointwise._blas import cores
 
-__all__ = ["ENABLED", "ISA", "cols", "rows"]
+__all__ = ["ENABLED", "ISA", "cols", "host_openmp", "rows"]
 
 
 def _load() -> ModuleType | None:
@@ -63,23 +63,60 @@ def threads(macs: int) -> int:
 
 
 def rows(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None,
-         act: str | None) -> bool:
-    """``y (M, F) = act(x (M, C) @ w (C, F) + b)`` on the kernels; False if they can't.
+         act: str | None, residual: np.ndarray | None = None, team: int = 0) -> bool:
+    """``y (M, F) = act(x (M, C) @ w (C, F) + b + residual)`` on the kernels; False if they
+    can't.
 
     ``x`` may also be an (N, Ho, Wo, C) view with any strides (a strided conv's input): its
-    pixels, in order, are the M rows, gathered a cache-sized slab at a time.
+    pixels, in order, are the M rows, gathered a cache-sized slab at a time. ``residual``,
+    (M, F) like ``y``, is added before the activation (ResNet's shortcut). ``team`` > 0 runs
+    the call on that many threads of the host's OpenMP team (see :func:`host_openmp`)
+    instead of the kernels' own pool.
     """
     code = ACTIVATIONS.get(act, -1)
     if _kernel is None or code < 0:
         return False
-    return _kernel.rows(threads(x.size * w.shape[-1]), x, w, y, b, code)
+    n = team if team > 0 else threads(x.size * w.shape[-1])
+    return _kernel.rows(n, x, w, y, b, code, residual, team > 0)
 
 
 def cols(w: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray | None,
-         act: str | None) -> bool:
+         act: str | None, team: int = 0) -> bool:
     """``y[n] (F, P) = act(w (F, C) @ x[n] (C, P) + b)`` for every image n on the kernels;
-    False if they can't."""
+    False if they can't. ``team`` as for :func:`rows`."""
     code = ACTIVATIONS.get(act, -1)
     if _kernel is None or code < 0:
         return False
-    return _kernel.cols(threads(x.size * w.shape[0]), w, x, y, b, code)
+    n = team if team > 0 else threads(x.size * w.shape[0])
+    return _kernel.cols(n, w, x, y, b, code, team > 0)
+
+
+_host_openmp: bool | None = None
+
+
+def host_openmp() -> bool:
+    """Whether the kernels can run on the OpenMP team of a libgomp this process has loaded
+    (torch's), binding them to it on the first call.
+
+    Between torch ops the kernels' own pool and torch's OpenMP team would take turns on the
+    same cores, each spinning for a while after its work, so every hand-over runs two busy
+    threads per core. On torch's own team the threads that finished the previous layer start
+    the next one. False where no libgomp is loaded (torch built with another runtime, another
+    OS) or the kernels are off; the caller then keeps to torch's kernels.
+    """
+    global _host_openmp
+    if _host_openmp is None:
+        _host_openmp = _kernel is not None and any(
+            _kernel.openmp(path) for path in _loaded_libgomp())
+    return _host_openmp
+
+
+def _loaded_libgomp() -> list[str]:
+    """Paths of the libgomp copies mapped into this process (Linux; [] elsewhere)."""
+    try:
+        with open("/proc/self/maps") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    paths = {ln.split(maxsplit=5)[-1] for ln in lines if "libgomp" in ln}
+    return sorted(p for p in paths if p.startswith("/"))
