@@ -9,6 +9,8 @@ under ``torch.inference_mode``:
   NCHW) on the zero-copy NumPy view;
 * channels_last input: ``conv2d``; ``addmm``, ``torch.addmm(b, X (N·H·W, C), Wᵀ)`` on the
   channels-last view (bias fused into the GEMM); and ``numpy`` with layout NHWC.
+* both formats: ``native``, pointwise's compiled kernels on the tensors' memory, run on
+  torch's OpenMP team.
 
 Every output is checked against ``F.conv2d`` on the NCHW input before anything is timed.
 Implementations are interleaved (one call of each per round, in a rotating order) after a
@@ -78,8 +80,8 @@ SHAPES = [
 SMALL = [("small", 8, 8, 16), ("small", 4, 3, 8), ("small", 14, 64, 64), ("small", 1, 256, 256)]
 
 IMPLS = {
-    "nchw": ("conv2d", "matmul", "numpy"),
-    "channels_last": ("conv2d", "addmm", "numpy"),
+    "nchw": ("conv2d", "matmul", "numpy", "native"),
+    "channels_last": ("conv2d", "addmm", "numpy", "native"),
 }
 
 
@@ -117,10 +119,10 @@ def bench_model(rounds: int, warmup: int) -> dict:
     model = nn.Sequential(*body(), *body(), *body()).eval()
     chooser, run = PF.choose_kernel, PF._run
 
-    def run_with_matmul(kernel, x, w, b, stride, padding, groups, activation):
-        if kernel == "matmul":  # stride 1, no padding, one group in this model
+    def run_with_matmul(kernel, x, w, b, stride, padding, groups, activation, residual=None):
+        if kernel == "matmul":  # stride 1, no padding, one group, no residual in this model
             return PF._activate(_matmul(x, w, b), activation)
-        return run(kernel, x, w, b, stride, padding, groups, activation)
+        return run(kernel, x, w, b, stride, padding, groups, activation, residual)
 
     PF._run = run_with_matmul
     out = {}
@@ -135,7 +137,7 @@ def bench_model(rounds: int, warmup: int) -> dict:
                 times: dict[str, list[float]] = {k: [] for k in names}
                 for r in range(warmup + rounds):
                     for k in names[r % len(names):] + names[: r % len(names)]:
-                        PF.choose_kernel = chooser if k == "rule" else (lambda *a, k=k: k)
+                        PF.choose_kernel = chooser if k == "rule" else (lambda *a, k=k, **kw: k)
                         t0 = time.perf_counter()
                         y = m(x)
                         dt = time.perf_counter() - t0

@@ -46,8 +46,9 @@ def kernel_cases():
     """(kernel, stride, padding, groups, bias, activation, memory format), every value of every
     option for every kernel; the kernels that do not support an option get it where they can."""
     cases = []
+    differentiable = [k for k in PF.KERNELS if k != "native"]  # native: test_nn_native.py
     for i, (kernel, act, fmt, bias) in enumerate(
-        itertools.product(PF.KERNELS, ACTS, FORMATS, [True, False])
+        itertools.product(differentiable, ACTS, FORMATS, [True, False])
     ):
         stride = [1, 2, (2, 1)][i % 3]
         if kernel == "addmm":  # one group, no padding (all that choose_kernel asks of it)
@@ -193,7 +194,8 @@ def test_numpy_and_list_arguments_become_tensors():
     ],
 )
 def test_choose_kernel_rule(dtype, fmt, shape, stride, padding, groups, expected):
+    """The rule for differentiable calls (inference may take ``native``: test_nn_native.py)."""
     x = torch.empty(shape, dtype=dtype).contiguous(memory_format=FORMATS[fmt])
     w = torch.empty(shape[1] * 2, shape[1] // groups, 1, 1, dtype=dtype)
-    got = PF.choose_kernel(x, w, None, (stride, stride), (padding, padding), groups)
+    got = PF.choose_kernel(x, w, None, (stride, stride), (padding, padding), groups, grad=True)
     assert got == expected

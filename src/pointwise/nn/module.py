@@ -115,11 +115,13 @@ class Conv1x1(nn.Module):
                 bound = 1 / math.sqrt(fan_in)
                 nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``activation(conv(x) + bias + residual)``; ``residual`` (the output's shape) is
+        optional, a residual block's shortcut added before the activation."""
         return PF.conv1x1(
             x, self.weight, self.bias, layout="CHW" if x.dim() == 3 else "NCHW",
             stride=self.stride, padding=self.padding, groups=self.groups,
-            activation=self.activation,
+            activation=self.activation, residual=residual,
         )
 
     def extra_repr(self) -> str:

@@ -1,0 +1,187 @@
+"""The compiled kernels (``pointwise._native``) on torch tensors, for inference.
+
+Used by :func:`pointwise.nn.functional.conv1x1` (kernel ``"native"``) when no gradient is
+needed: the tensors' memory is handed to the kernels as NumPy views, without copies, and the
+kernels run on torch's own OpenMP team (:func:`pointwise._native.host_openmp`), so they take
+turns with torch's ops the way torch's ops take turns with each other.
+
+* channels-last input, any stride: ``rows`` on the (N·H·W, C) view, or on the strided
+  (N, Ho, Wo, C) view, which the kernel gathers slab by slab. A channels-last residual of
+  the output's shape is added in the kernel's epilogue.
+* NCHW-contiguous input, stride 1: ``cols`` on the (N, C, H·W) view; a residual is added
+  afterwards by torch.
+
+Anything else returns None and the caller uses torch's kernels.
+
+Large outputs come from a small pool of buffers (:class:`_Buffers`), reused once nothing
+refers to them any more: glibc hands freed blocks of tens of MB back to the OS, and writing
+a fresh one page-faults on every 4 KiB page (ResNet-50's 8×256×56×56 outputs: ~4,000 faults,
+4–5 ms of a 6 ms layer).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from pointwise import _native
+
+__all__ = ["available", "forward"]
+
+
+def available() -> bool:
+    """True when the kernels are built and can run on the host's OpenMP team."""
+    return _native.ENABLED and _native.host_openmp()
+
+
+# id(weight) -> (a weak reference to it, (its _version, its data_ptr) when copied, the (C, F)
+# copy). The rows kernel reads the weight as (C, F) with F contiguous; torch keeps it (F, C).
+# One copy per weight, made again when the weight changes (copy_, optimizer steps and BN
+# folding bump _version), dropped when the weight is. Keyed by id: tensors compare by value.
+_TRANSPOSED: dict[int, tuple[weakref.ref, tuple[int, int], np.ndarray]] = {}
+
+
+def _weight_cf(w: torch.Tensor) -> np.ndarray:
+    """``w`` (F, C, 1, 1) as a C-contiguous float32 (C, F) array."""
+    f, c = w.shape[0], w.shape[1]
+    wt = w.detach().reshape(f, c).t()  # (F, C) -> (C, F) view
+    if wt.is_contiguous():  # an NHWC caller's (C, F) weight: read in place
+        return wt.numpy()
+    if w.is_inference():  # no version counter to tell a stale copy: copy every call
+        return np.ascontiguousarray(wt.numpy())
+    key = (w._version, w.data_ptr())
+    hit = _TRANSPOSED.get(id(w))
+    if hit is not None and hit[0]() is w and hit[1] == key:
+        return hit[2]
+    copy = np.ascontiguousarray(wt.numpy())
+    _TRANSPOSED[id(w)] = (weakref.ref(w, _forget(id(w))), key, copy)
+    return copy
+
+
+def _forget(ident: int) -> Callable[[weakref.ref], None]:
+    """The callback that drops a weight's copy once the weight is gone."""
+    def drop(_: weakref.ref) -> None:
+        _TRANSPOSED.pop(ident, None)
+    return drop
+
+
+def _storage_users(t: torch.Tensor) -> int:
+    """How many tensors share ``t``'s storage, plus one for the storage object asked."""
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+class _Buffers:
+    """Float32 output buffers of at least ``min_bytes``, reused once free, ``max_bytes`` in all.
+
+    A buffer is free when no tensor but the pool's own uses its storage: every tensor the
+    pool hands out is a view, so it counts as a user for as long as it (or any view of it,
+    NumPy arrays included) lives. Free buffers stay allocated, up to ``max_bytes``;
+    :meth:`clear` drops them.
+    """
+
+    def __init__(self, min_bytes: int = 4 << 20, max_bytes: int = 256 << 20) -> None:
+        self.min_bytes, self.max_bytes = min_bytes, max_bytes
+        self._bufs: list[torch.Tensor] = []
+        self._lock = threading.Lock()  # two threads must not take the same free buffer
+        self.enabled = hasattr(torch._C, "_storage_Use_Count")
+
+    def _free(self, b: torch.Tensor) -> bool:
+        return _storage_users(b) <= 2  # the pool's tensor and the storage object asked
+
+    def empty(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """An uninitialised float32 tensor of ``shape``, C-contiguous."""
+        numel = math.prod(shape)
+        if not self.enabled or 4 * numel < self.min_bytes:
+            return torch.empty(shape)
+        with self._lock:
+            for b in self._bufs:
+                if b.numel() == numel and self._free(b):
+                    return b.view(shape)
+            # a normal tensor even under inference_mode: a view of an inference tensor could
+            # not be saved for backward by a later caller outside it
+            with torch.inference_mode(False):
+                b = torch.empty(numel)
+            total = 4 * (numel + sum(x.numel() for x in self._bufs))
+            for old in [x for x in self._bufs if self._free(x)]:
+                if total <= self.max_bytes:
+                    break
+                self._bufs.remove(old)
+                total -= 4 * old.numel()
+            if total <= self.max_bytes:
+                self._bufs.append(b)
+            return b.view(shape)
+
+    def clear(self) -> None:
+        """Drop the pool's hold on every buffer (those in use live on with their tensors)."""
+        with self._lock:
+            self._bufs.clear()
+
+
+BUFFERS = _Buffers()
+
+
+def _view(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+            stride: tuple[int, int], activation: str | None, residual: torch.Tensor | None,
+            activate: Callable[[torch.Tensor, str | None], torch.Tensor]
+            ) -> torch.Tensor | None:
+    """``act(conv1x1(x) + b + residual)`` on the kernels for ``x`` (N, C, H, W) float32 on CPU
+    and ``w`` (F, C, 1, 1), in ``x``'s memory format; None when they can't take it.
+
+    What the kernel can't fuse, a residual in another memory format or an activation other
+    than ReLU/ReLU6, is applied afterwards in place: ``y += residual``, then
+    ``activate(y, activation)``.
+    """
+    if not available() or x.dtype != torch.float32 or x.device.type != "cpu":
+        return None
+    n, c, h, wd = x.shape
+    f = w.shape[0]
+    ho, wo = (h - 1) // stride[0] + 1, (wd - 1) // stride[1] + 1
+    team = torch.get_num_threads()
+    bn = None if b is None else _view(b)
+    fused_act = activation in _native.ACTIVATIONS
+    xl = x.permute(0, 2, 3, 1)  # (N, H, W, C) view
+    if xl.is_contiguous() and (not x.is_contiguous() or h * wd == 1):
+        xv = _view(xl)
+        if stride != (1, 1):
+            xv = xv[:, :: stride[0], :: stride[1]]  # (N, Ho, Wo, C) strided view
+        else:
+            xv = xv.reshape(n * h * wd, c)  # (M, C) view
+        y = BUFFERS.empty((n, ho, wo, f))  # (N, Ho, Wo, F)
+        y2 = _view(y).reshape(n * ho * wo, f)  # (M, F) view
+        r2 = None
+        if residual is not None and residual.permute(0, 2, 3, 1).is_contiguous():
+            r2 = _view(residual.permute(0, 2, 3, 1)).reshape(n * ho * wo, f)  # (M, F) view
+        fused_res = residual is None or r2 is not None
+        act = activation if fused_act and fused_res else None
+        if not _native.rows(xv, _weight_cf(w), y2, bn, act, residual=r2, team=team):
+            return None
+        y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
+        return _finish(y4, residual if not fused_res else None,
+                       activation if act != activation else None, activate)
+    if x.is_contiguous() and stride == (1, 1):
+        x3 = _view(x).reshape(n, c, h * wd)  # (N, C, P) view
+        y = BUFFERS.empty((n, f, ho, wo))  # (N, F, H, W)
+        y3 = _view(y).reshape(n, f, ho * wo)  # (N, F, P) view
+        w2 = _view(w).reshape(f, c)  # (F, C, 1, 1) -> (F, C) view
+        act = activation if fused_act and residual is None else None
+        if not _native.cols(w2, x3, y3, bn, act, team=team):
+            return None
+        return _finish(y, residual, activation if act != activation else None, activate)
+    return None
+
+
+def _finish(y: torch.Tensor, residual: torch.Tensor | None, activation: str | None,
+            activate: Callable[[torch.Tensor, str | None], torch.Tensor]) -> torch.Tensor:
+    """The rest of the epilogue on a fresh ``y``: ``activation(y + residual)``, in place."""
+    if residual is not None:
+        y.add_(residual)
+    return y if activation is None else activate(y, activation)
