@@ -252,7 +252,8 @@ def test_a_lone_conv_model_and_the_report_text():
     text = str(report)
     assert isinstance(report, ConvertReport)
     assert text.splitlines()[0] == (
-        "convert: 1 replaced, 1 BatchNorm folded, 1 activations fused, 0 skipped"
+        "convert: 1 replaced, 1 BatchNorm folded, 1 activations fused, 0 shortcuts fused, "
+        "0 skipped"
     )
     assert "folded    1 into 0" in text and "fused     2 into 0 (activation='relu')" in text
 

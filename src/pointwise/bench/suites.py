@@ -150,11 +150,15 @@ def run_ops(shapes: list[Shape], st: Settings, roofs: dict[str, Any],
 def run_models(names: tuple[str, ...], st: Settings, roofs: dict[str, Any],
                say: Callable[[str], None], batch: int = 8, size: int = 224
                ) -> list[dict[str, Any]]:
-    """Whole-model inference: torch eager NCHW and channels_last, ``convert()``, ONNX."""
+    """Whole-model inference: torch eager NCHW and channels_last, ``convert()``, ONNX.
+
+    "torch eager" is the zoo's model with every ``Conv1x1`` swapped for ``nn.Conv2d``
+    (:func:`pointwise.nn.to_conv2d`): torch's kernels alone.
+    """
     torch = h.pin_torch(st.threads)
     import pointwise.models as pm
     from pointwise.analyze import analyze
-    from pointwise.nn import convert
+    from pointwise.nn import convert, to_conv2d
 
     rows: list[dict[str, Any]] = []
     gen = torch.Generator().manual_seed(0)
@@ -163,12 +167,13 @@ def run_models(names: tuple[str, ...], st: Settings, roofs: dict[str, Any],
     for name in names:
         torch.manual_seed(0)
         model = pm.create(name).eval()
+        eager = to_conv2d(model)  # torch's kernels only
         with torch.inference_mode():
             ref = copy.deepcopy(model).double()(x.double()).numpy()  # float64 reference
         flops = 2 * analyze(model, tuple(x.shape)).macs
         nbytes = 4 * (x.numel() + sum(p.numel() for p in model.parameters()) + ref.size)
         cl = torch.channels_last
-        m_cl = copy.deepcopy(model).to(memory_format=cl)
+        m_cl = copy.deepcopy(eager).to(memory_format=cl)  # type: ignore[call-overload]
         ours, _ = convert(model)
         ours_cl = copy.deepcopy(ours).to(memory_format=cl)  # type: ignore[call-overload]
 
@@ -179,7 +184,7 @@ def run_models(names: tuple[str, ...], st: Settings, roofs: dict[str, Any],
             return lambda: m(xin)
 
         impls = [
-            h.Impl("torch eager NCHW", "torch", "NCHW", "torch", call(model, x), check),
+            h.Impl("torch eager NCHW", "torch", "NCHW", "torch", call(eager, x), check),
             h.Impl("torch eager channels_last", "torch", "NHWC", "torch", call(m_cl, x_cl),
                    check),
             h.Impl("pointwise convert() NCHW", "pointwise", "NCHW", "torch", call(ours, x),

@@ -124,6 +124,9 @@ class InvertedResidual(nn.Module):
     depthwise ``ConvNormAct`` 3×3, projection ``Conv1x1``, BN]; a residual when the shapes
     allow."""
 
+    #: Set by :meth:`fuse_shortcut`: the projection adds the block's input itself.
+    shortcut_fused = False
+
     def __init__(self, inp: int, oup: int, stride: int, expand_ratio: float,
                  norm_layer: Layer = nn.BatchNorm2d, act_layer: Layer = nn.ReLU6) -> None:
         super().__init__()
@@ -144,9 +147,29 @@ class InvertedResidual(nn.Module):
         self.out_channels = oup
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shortcut_fused:  # x + bn(project(h)), the BN folded: one pass
+            *body, project, _ = self.conv
+            h = x
+            for m in body:
+                h = m(h)  # (N, hidden, H, W)
+            return project(h, residual=x)  # (N, C, H, W)
         if self.use_res_connect:
             return x + self.conv(x)  # (N, C, H, W)
         return self.conv(x)  # (N, F, H/s, W/s)
+
+    def fuse_shortcut(self) -> str | None:
+        """Let the projection ``Conv1x1`` add the block's input in its epilogue.
+
+        Called by :func:`pointwise.nn.convert` once it has folded the last BN into the
+        projection. Returns the projection's name, or None (nothing changed) when the block
+        has no residual, the BN is not folded or the projection has an activation.
+        """
+        project, bn = self.conv[-2], self.conv[-1]
+        if (self.shortcut_fused or not self.use_res_connect or not isinstance(bn, nn.Identity)
+                or not isinstance(project, Conv1x1) or project.activation is not None):
+            return None
+        self.shortcut_fused = True
+        return f"conv.{len(self.conv) - 2}"
 
 
 #: Table 2 of the v2 paper: expansion t, channels c, repeats n, first stride s.

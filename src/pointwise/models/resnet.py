@@ -26,6 +26,7 @@ from torch import nn
 
 from pointwise.models.registry import register_model
 from pointwise.nn import Conv1x1
+from pointwise.nn.convert import FUSABLE
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet"]
 
@@ -67,6 +68,8 @@ class Bottleneck(nn.Module):
     """
 
     expansion = 4
+    #: Set by :meth:`fuse_shortcut`: ``conv3`` adds the shortcut and applies the activation.
+    shortcut_fused = False
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, norm_layer: Layer = nn.BatchNorm2d,
@@ -87,8 +90,27 @@ class Bottleneck(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)  # (N, 4P, H/s, W/s)
         out = self.relu(self.bn1(self.conv1(x)))  # (N, P, H, W), or H/s with stride_in_1x1
         out = self.relu(self.bn2(self.conv2(out)))  # (N, P, H/s, W/s)
+        if self.shortcut_fused:  # relu(conv3(out) + identity), bn3 folded in: one pass
+            return self.conv3(out, residual=identity)  # (N, 4P, H/s, W/s)
         out = self.bn3(self.conv3(out))  # (N, 4P, H/s, W/s)
         return self.relu(out + identity)
+
+    def fuse_shortcut(self) -> str | None:
+        """Let ``conv3`` add the shortcut and apply the block's activation in its epilogue.
+
+        Called by :func:`pointwise.nn.convert` once it has folded ``bn3`` into ``conv3``:
+        the block's last steps, ``relu(bn3(conv3(out)) + identity)``, then cost one pass
+        over the output instead of three. Returns the name of the conv that took them, or
+        None (nothing changed) when ``bn3`` is not folded, ``conv3`` already has an
+        activation or the block's activation is not one a ``Conv1x1`` applies.
+        """
+        act = FUSABLE.get(type(self.relu))
+        if (self.shortcut_fused or act is None or not isinstance(self.bn3, nn.Identity)
+                or not isinstance(self.conv3, Conv1x1) or self.conv3.activation is not None):
+            return None
+        self.conv3.activation = act
+        self.shortcut_fused = True
+        return "conv3"
 
 
 class ResNet(nn.Module):

@@ -4,13 +4,14 @@
   autograd; ``pointwise.conv1x1`` routes tensors to it.
 * :class:`Conv1x1` — a drop-in ``nn.Conv2d(kernel_size=1)`` whose forward calls it.
 * :func:`convert` — swaps every 1×1 ``nn.Conv2d`` of a model for ``Conv1x1``, folding a
-  following BatchNorm and fusing a following activation where that is provably safe.
+  following BatchNorm and fusing a following activation where that is provably safe;
+  :func:`to_conv2d` swaps them back, for torch alone.
 
 This package imports torch; ``import pointwise`` does not.
 """
 
 from pointwise.nn import functional
-from pointwise.nn.convert import ConvertReport, convert
+from pointwise.nn.convert import ConvertReport, convert, to_conv2d
 from pointwise.nn.module import Conv1x1
 
-__all__ = ["Conv1x1", "ConvertReport", "convert", "functional"]
+__all__ = ["Conv1x1", "ConvertReport", "convert", "functional", "to_conv2d"]

@@ -15,6 +15,13 @@ What it does, in order:
    any other stock ``nn.Conv2d`` (3×3, depthwise, ...) is folded into it the same way, and an
    activation module that directly follows such a conv (or its folded BN) is set to run in
    place, since nothing else reads the conv's output. These convs stay ``nn.Conv2d``.
+4. **Fuse shortcuts** (with both ``fold_batchnorm`` and ``fuse_activation``): a block that
+   knows its own residual, such as the zoo's ResNet ``Bottleneck`` and MobileNetV2
+   ``InvertedResidual``, defines ``fuse_shortcut()``; it is called once the BN before the
+   addition is folded, and the block's last ``Conv1x1`` then adds the shortcut and applies
+   the block's activation in its epilogue (``Conv1x1.forward(x, residual=...)``). The
+   hook's name and contract: ``fuse_shortcut() -> str | None``, the name (within the block)
+   of the conv that took the addition, or None when the block left itself unchanged.
 
 When is "directly follows" known? The converter does not guess from attribute names.
 It reads the data flow with ``torch.fx`` symbolic tracing, and folds or fuses a pair only
@@ -53,7 +60,7 @@ from torch import nn
 
 from pointwise.nn.module import Conv1x1
 
-__all__ = ["ConvertReport", "convert"]
+__all__ = ["ConvertReport", "convert", "to_conv2d"]
 
 FUSABLE: dict[type[nn.Module], str] = {
     nn.ReLU: "relu",
@@ -73,6 +80,7 @@ class ConvertReport:
         fused: ``(conv, activation module, activation)``; the module is now ``nn.Identity``.
         inplace: ``(conv, activation module)`` for an activation after a k×k ``nn.Conv2d``
             (with ``fold_all``): it stays, and now overwrites the conv's output in place.
+        shortcuts: ``(block, conv)``: the block's residual addition is now in the conv.
         skipped: ``(module, reason)`` for what was left as it was.
     """
 
@@ -80,17 +88,20 @@ class ConvertReport:
     folded: list[tuple[str, str]] = field(default_factory=list)
     fused: list[tuple[str, str, str]] = field(default_factory=list)
     inplace: list[tuple[str, str]] = field(default_factory=list)
+    shortcuts: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [
             f"convert: {len(self.replaced)} replaced, {len(self.folded)} BatchNorm folded, "
-            f"{len(self.fused)} activations fused, {len(self.skipped)} skipped"
+            f"{len(self.fused)} activations fused, {len(self.shortcuts)} shortcuts fused, "
+            f"{len(self.skipped)} skipped"
         ]
         lines += [f"  replaced  {n}: nn.Conv2d -> Conv1x1" for n in self.replaced]
         lines += [f"  folded    {bn} into {c}" for c, bn in self.folded]
         lines += [f"  fused     {a} into {c} (activation={act!r})" for c, a, act in self.fused]
         lines += [f"  in place  {a} after {c}" for c, a in self.inplace]
+        lines += [f"  shortcut  of {b} into {c}" for b, c in self.shortcuts]
         lines += [f"  skipped   {n}: {why}" for n, why in self.skipped]
         return "\n".join(lines)
 
@@ -136,7 +147,7 @@ def convert(
           (2): Identity()
         )
         >>> print(report)
-        convert: 1 replaced, 1 BatchNorm folded, 1 activations fused, 0 skipped
+        convert: 1 replaced, 1 BatchNorm folded, 1 activations fused, 0 shortcuts fused, 0 skipped
           replaced  0: nn.Conv2d -> Conv1x1
           folded    1 into 0
           fused     2 into 0 (activation='relu')
@@ -154,7 +165,50 @@ def convert(
                      fold_all)
         for conv_name, bn_name, act_name in chains:
             _apply(model, conv_name, bn_name, act_name, report)
+    if fold_batchnorm and fuse_activation:
+        _fuse_shortcuts(model, report)
     return model, report
+
+
+def to_conv2d(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """``model`` with every ``Conv1x1`` replaced by ``nn.Conv2d(kernel_size=1)``: torch alone.
+
+    The reference a converted model is measured against (``pointwise bench --suite models``
+    times the zoo's models this way as "torch eager"). A ``Conv1x1`` with an activation
+    becomes ``nn.Sequential(conv, activation)``. A model whose blocks ``convert()`` fused a
+    shortcut into is refused: their forward passes the shortcut to the conv.
+
+    Raises:
+        ValueError: a block of ``model`` has a fused shortcut.
+    """
+    fused = [n for n, m in model.named_modules() if getattr(m, "shortcut_fused", False)]
+    if fused:
+        raise ValueError(
+            f"expected a model without fused shortcuts, but got {len(fused)} blocks whose "
+            f"Conv1x1 adds the shortcut (first: {fused[0]!r}); call to_conv2d on the model "
+            f"before convert()"
+        )
+    if not inplace:
+        model = copy.deepcopy(model)
+    if isinstance(model, Conv1x1):
+        return model.to_conv2d()
+    new: dict[int, nn.Module] = {}  # a conv held at two places stays one shared module
+    for qualname, child in list(model.named_modules(remove_duplicate=False))[1:]:
+        if isinstance(child, Conv1x1):
+            if id(child) not in new:
+                new[id(child)] = child.to_conv2d()
+            _set(model, qualname, new[id(child)])
+    return model
+
+
+def _fuse_shortcuts(model: nn.Module, report: ConvertReport) -> None:
+    """Step 4 of the module docstring: call every block's ``fuse_shortcut()`` hook."""
+    for name, block in model.named_modules():
+        hook = getattr(block, "fuse_shortcut", None)
+        if callable(hook):
+            conv = hook()
+            if conv is not None:
+                report.shortcuts.append((name or "(model)", _name(name, conv)))
 
 
 def _require_eval(module: nn.Module, what: str) -> None:
