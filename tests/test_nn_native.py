@@ -339,5 +339,9 @@ def test_host_openmp_binds_only_to_a_loaded_runtime():
     assert _native._kernel.openmp("/nonexistent/libgomp.so.1") is False
     paths = _native._loaded_libgomp()  # torch's, imported by this file
     assert paths and all(p.startswith("/") and "libgomp" in p for p in paths)
-    assert any(_native._kernel.openmp(p) for p in paths)
     assert _native.host_openmp() is True
+    torch_lib = NT._TORCH_DIR
+    if any(p.startswith(torch_lib) for p in paths):  # torch's own copy, not another one
+        assert _native.OPENMP_PATH is not None and _native.OPENMP_PATH.startswith(torch_lib)
+    assert any(_native._kernel.openmp(p) for p in paths)
+    assert _native._kernel.openmp(_native.OPENMP_PATH)  # back to the one chosen

@@ -92,11 +92,16 @@ def cols(w: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray | None,
 
 
 _host_openmp: bool | None = None
+#: The libgomp the kernels run on when asked to (see host_openmp), once bound.
+OPENMP_PATH: str | None = None
 
 
-def host_openmp() -> bool:
+def host_openmp(prefer: str | None = None) -> bool:
     """Whether the kernels can run on the OpenMP team of a libgomp this process has loaded
     (torch's), binding them to it on the first call.
+
+    ``prefer``: a folder whose libgomp is tried first, torch's own (scikit-learn, for one,
+    loads another copy, whose team would compete with torch's as our pool does).
 
     Between torch ops the kernels' own pool and torch's OpenMP team would take turns on the
     same cores, each spinning for a while after its work, so every hand-over runs two busy
@@ -104,10 +109,11 @@ def host_openmp() -> bool:
     the next one. False where no libgomp is loaded (torch built with another runtime, another
     OS) or the kernels are off; the caller then keeps to torch's kernels.
     """
-    global _host_openmp
+    global _host_openmp, OPENMP_PATH
     if _host_openmp is None:
-        _host_openmp = _kernel is not None and any(
-            _kernel.openmp(path) for path in _loaded_libgomp())
+        paths = sorted(_loaded_libgomp(), key=lambda p: not (prefer and p.startswith(prefer)))
+        OPENMP_PATH = next((p for p in paths if _kernel is not None and _kernel.openmp(p)), None)
+        _host_openmp = OPENMP_PATH is not None
     return _host_openmp
 
 

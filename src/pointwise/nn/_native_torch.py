@@ -22,6 +22,7 @@ a fresh one page-faults on every 4 KiB page (ResNet-50's 8×256×56×56 outputs:
 from __future__ import annotations
 
 import math
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -34,9 +35,12 @@ from pointwise import _native
 __all__ = ["available", "forward"]
 
 
+_TORCH_DIR = os.path.dirname(os.path.realpath(torch.__file__))
+
+
 def available() -> bool:
-    """True when the kernels are built and can run on the host's OpenMP team."""
-    return _native.ENABLED and _native.host_openmp()
+    """True when the kernels are built and can run on torch's OpenMP team."""
+    return _native.ENABLED and _native.host_openmp(prefer=_TORCH_DIR)
 
 
 # id(weight) -> (a weak reference to it, (its _version, its data_ptr) when copied, the (C, F)
