@@ -151,6 +151,16 @@ def test_native_edge_cases():
         torch.testing.assert_close(y, ref.permute(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
 
 
+def test_tensors_without_plain_memory_fall_back_to_torch():
+    """Under torch.func.vmap the tensors are wrappers NumPy cannot view: torch computes."""
+    m = Conv1x1(64, 128).eval()
+    x = torch.randn(3, 8, 64, 16, 16)
+    with torch.no_grad():
+        y = torch.func.vmap(m)(x)
+        ref = torch.stack([F.conv2d(xi, m.weight, m.bias) for xi in x])
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------ residual
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW", "HWC", "CHW"])
 @pytest.mark.parametrize("grad", [False, True])

@@ -53,16 +53,16 @@ _TRANSPOSED: dict[int, tuple[weakref.ref, tuple[int, int], np.ndarray]] = {}
 def _weight_cf(w: torch.Tensor) -> np.ndarray:
     """``w`` (F, C, 1, 1) as a C-contiguous float32 (C, F) array."""
     f, c = w.shape[0], w.shape[1]
-    wt = w.detach().reshape(f, c).t()  # (F, C) -> (C, F) view
-    if wt.is_contiguous():  # an NHWC caller's (C, F) weight: read in place
-        return wt.numpy()
+    wt = _view(w.detach().reshape(f, c).t())  # (F, C) -> (C, F) view
+    if wt.flags.c_contiguous:  # an NHWC caller's (C, F) weight: read in place
+        return wt
     if w.is_inference():  # no version counter to tell a stale copy: copy every call
-        return np.ascontiguousarray(wt.numpy())
+        return np.ascontiguousarray(wt)
     key = (w._version, w.data_ptr())
     hit = _TRANSPOSED.get(id(w))
     if hit is not None and hit[0]() is w and hit[1] == key:
         return hit[2]
-    copy = np.ascontiguousarray(wt.numpy())
+    copy = np.ascontiguousarray(wt)
     _TRANSPOSED[id(w)] = (weakref.ref(w, _forget(id(w))), key, copy)
     return copy
 
@@ -129,8 +129,15 @@ class _Buffers:
 BUFFERS = _Buffers()
 
 
+class _NoView(Exception):
+    """A tensor whose memory NumPy cannot view."""
+
+
 def _view(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy()
+    try:
+        return t.detach().numpy()
+    except (RuntimeError, TypeError) as e:
+        raise _NoView from e
 
 
 def forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
@@ -146,6 +153,16 @@ def forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
     """
     if not available() or x.dtype != torch.float32 or x.device.type != "cpu":
         return None
+    try:
+        return _forward(x, w, b, stride, activation, residual, activate)
+    except _NoView:  # a tensor without plain memory: torch.func's wrappers under vmap, say
+        return None
+
+
+def _forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+             stride: tuple[int, int], activation: str | None, residual: torch.Tensor | None,
+             activate: Callable[[torch.Tensor, str | None], torch.Tensor]
+             ) -> torch.Tensor | None:
     n, c, h, wd = x.shape
     f = w.shape[0]
     ho, wo = (h - 1) // stride[0] + 1, (wd - 1) // stride[1] + 1
