@@ -37,6 +37,10 @@ enum { KC_COLS = 512 };  /* K block of the cols driver */
  * channels the copy cost as much as the GEMM. A/B in one process, N=8, bias+ReLU: 1.1-1.4x
  * at 112x112 32->16, 1.2x at 56x56 144->24 and 28x28 192->16 (a 36 KiB panel, past L1 but
  * still faster from L2), no change elsewhere. */
+/* Images of fewer panels than this share panels (see cols_driver): at 14x14 with 48-wide
+ * panels, sharing beat a 4-wide last panel per image by 4-10% (384->64, 480->16..64,
+ * 512->24..112, N=8, A/B in both orders); at 4 the rule had cut those images. */
+enum { SPAN_PANELS = 8 };
 #ifndef IN_PLACE_B_BYTES
 #define IN_PLACE_B_BYTES (48 * 1024)
 #endif
@@ -362,8 +366,9 @@ static int cols_driver(const isa_t *isa, idx q0, idx q1, idx P, idx K, idx F, co
     for (idx q = q0, nr_ = 0; q < q1; q += nr_) {
         const idx n = q / P, p = q % P;
         /* Images are cut at their edges unless that leaves a narrow last panel in an image
-         * of a few panels (7x7 = 49 pixels in 48-wide panels): such images share panels. */
-        nr_ = min_i(q1 - q, P % NR == 0 || P >= 4 * NR ? min_i(NR, P - p) : NR);
+         * of fewer than SPAN_PANELS panels (7x7 = 49 pixels, 14x14 = 196 in 48-wide
+         * panels): such images share panels. */
+        nr_ = min_i(q1 - q, P % NR == 0 || P >= SPAN_PANELS * NR ? min_i(NR, P - p) : NR);
         const int nr = (int)nr_, nv = (nr + vw - 1) / vw, width = nv * vw;  /* packed row */
         const int direct = p + nr <= P;   /* the panel lies in one image */
         float *C = direct ? Y + n * yn + p : tile;
