@@ -199,3 +199,29 @@ def test_choose_kernel_rule(dtype, fmt, shape, stride, padding, groups, expected
     w = torch.empty(shape[1] * 2, shape[1] // groups, 1, 1, dtype=dtype)
     got = PF.choose_kernel(x, w, None, (stride, stride), (padding, padding), groups, grad=True)
     assert got == expected
+
+
+def test_a_validated_signature_is_not_checked_again(monkeypatch):
+    """The checks depend on shapes, dtypes and options alone: a repeated signature skips
+    them, and any other signature is still checked (and refused when wrong)."""
+    calls = []
+    real = PF.check_forward
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(PF, "check_forward", counting)
+    monkeypatch.setattr(PF, "_CHECKED", {})
+    x, w, b = make("NCHW", n=2, c=4, f=6, dtype=torch.float32)
+    y1 = PF.conv1x1(x, w, b, layout="NCHW", activation="relu")
+    y2 = PF.conv1x1(x * 2, w, b, layout="NCHW", activation="relu")
+    assert len(calls) == 1
+    torch.testing.assert_close(y2, F.relu(F.conv2d(2 * x, w, b)))
+    torch.testing.assert_close(y1, F.relu(F.conv2d(x, w, b)))
+    with pytest.raises(ValueError, match="expected bias of shape"):
+        PF.conv1x1(x, w, b[:-1], layout="NCHW")
+    with pytest.raises(ValueError, match="expected residual of shape"):
+        PF.conv1x1(x, w, b, layout="NCHW", residual=torch.zeros(1, 6, 3, 4))
+    PF.conv1x1(x, w, b, layout="NCHW", out=torch.empty_like(y1))  # out=: checked in full
+    assert len(calls) == 4
