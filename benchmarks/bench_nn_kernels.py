@@ -1,7 +1,7 @@
 """The measurements behind ``pointwise.nn``'s kernel choice for a 1×1 conv on CPU.
 
 For each shape and each input memory format, times the shipped kernels of
-``pointwise.nn.functional`` (``_run``) on the same data, forward only, float32, with a bias,
+``pointwise.nn.kernels`` (``_run``) on the same data, forward only, float32, with a bias,
 under ``torch.inference_mode``:
 
 * NCHW-contiguous input: ``conv2d`` (F.conv2d); ``matmul``, ``W (F, C) @ X_n (C, H·W)`` plus
@@ -56,6 +56,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import pointwise as pw  # noqa: E402
 from pointwise.nn import functional as PF  # noqa: E402
+from pointwise.nn import kernels as K  # noqa: E402
 
 # (network, H=W, C, F): the 1×1 convs of ResNet-50, MobileNetV2 and GoogLeNet
 SHAPES = [
@@ -94,7 +95,7 @@ def _matmul(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def make_calls(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, fmt: str) -> dict:
-    """The kernels of pointwise.nn.functional (and ``matmul``) for ``x`` (N, C, H, W)."""
+    """The kernels of pointwise.nn.kernels (and ``matmul``) for ``x`` (N, C, H, W)."""
     calls = {
         k: (lambda k=k: PF._run(k, x, w, b, (1, 1), (0, 0), 1, None))
         for k in IMPLS[fmt] if k != "matmul"
@@ -121,7 +122,7 @@ def bench_model(rounds: int, warmup: int) -> dict:
 
     def run_with_matmul(kernel, x, w, b, stride, padding, groups, activation, residual=None):
         if kernel == "matmul":  # stride 1, no padding, one group, no residual in this model
-            return PF._activate(_matmul(x, w, b), activation)
+            return K._activate(_matmul(x, w, b), activation)
         return run(kernel, x, w, b, stride, padding, groups, activation, residual)
 
     PF._run = run_with_matmul

@@ -1,7 +1,9 @@
 """PyTorch integration: the ``Conv1x1`` module, its function, and model conversion.
 
 * :func:`pointwise.nn.functional.conv1x1` — ``pointwise.conv1x1`` for torch tensors, with
-  autograd; ``pointwise.conv1x1`` routes tensors to it.
+  autograd; ``pointwise.conv1x1`` routes tensors to it. Its kernels (torch's conv2d and
+  addmm, the NumPy core, pointwise's compiled kernels) and the rule that picks one are in
+  :mod:`pointwise.nn.kernels`.
 * :class:`Conv1x1` — a drop-in ``nn.Conv2d(kernel_size=1)`` whose forward calls it.
 * :func:`convert` — swaps every 1×1 ``nn.Conv2d`` of a model for ``Conv1x1``, folding a
   following BatchNorm and fusing a following activation where that is provably safe;
