@@ -23,29 +23,8 @@ What it does, in order:
    hook's name and contract: ``fuse_shortcut() -> str | None``, the name (within the block)
    of the conv that took the addition, or None when the block left itself unchanged.
 
-When is "directly follows" known? The converter does not guess from attribute names.
-It reads the data flow with ``torch.fx`` symbolic tracing, and folds or fuses a pair only
-where the graph proves all of these:
-
-* the conv's output feeds exactly one node, the BN (or activation) module, as its only input;
-* the conv, the BN and the activation modules are each called once in the graph and held at
-  one place in the model (a ``ReLU`` that a torchvision ``Bottleneck`` calls three times is
-  therefore never fused);
-* the modules are the stock classes (a subclass may do something else).
-
-This covers ``nn.Sequential`` chains and the ``conv1 → bn1 → relu`` attribute triples of
-torchvision-style blocks, whatever their names. What it cannot see:
-
-* A module whose forward cannot be traced (data-dependent control flow, such as
-  ``if x.sum() > 0``): the converter descends into its children and traces those instead;
-  for an untraceable plain ``nn.Sequential`` it uses the order of its children. What lies
-  between those children in the untraceable forward is not seen, so nothing is folded
-  across it; such modules are listed in the report.
-* Python-level branches on non-tensor values are recorded as they run at conversion time,
-  in eval mode. A forward that takes a different path later (a flag flipped after
-  conversion) is not covered.
-* Activations applied as functions (``F.relu(x)``, ``x.relu()``) are not modules and stay
-  where they are; the BN before them is still folded.
+Steps 2 and 3 fold or fuse a pair only where ``torch.fx``'s data flow proves it direct; how,
+and what that cannot see, is in :mod:`pointwise.nn._chains`.
 """
 
 from __future__ import annotations
@@ -55,19 +34,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
-import torch.fx
 from torch import nn
 
+from pointwise.nn._chains import FUSABLE, find_chains, qualified
 from pointwise.nn.module import Conv1x1
 
 __all__ = ["ConvertReport", "convert", "to_conv2d"]
-
-FUSABLE: dict[type[nn.Module], str] = {
-    nn.ReLU: "relu",
-    nn.ReLU6: "relu6",
-    nn.SiLU: "silu",
-    nn.Hardswish: "hardswish",
-}
 
 
 @dataclass
@@ -161,7 +133,7 @@ def convert(
     if fold_batchnorm or fuse_activation:
         places = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
         chains: list[tuple[str, str | None, str | None]] = []
-        _find_chains(model, "", places, fold_batchnorm, fuse_activation, chains, report,
+        find_chains(model, "", places, fold_batchnorm, fuse_activation, chains, report,
                      fold_all)
         for conv_name, bn_name, act_name in chains:
             _apply(model, conv_name, bn_name, act_name, report)
@@ -208,7 +180,7 @@ def _fuse_shortcuts(model: nn.Module, report: ConvertReport) -> None:
         if callable(hook):
             conv = hook()
             if conv is not None:
-                report.shortcuts.append((name or "(model)", _name(name, conv)))
+                report.shortcuts.append((name or "(model)", qualified(name, conv)))
 
 
 def _require_eval(module: nn.Module, what: str) -> None:
@@ -218,10 +190,6 @@ def _require_eval(module: nn.Module, what: str) -> None:
             f"normalises with batch statistics, which no fixed weight can reproduce), but got "
             f"training=True; call model.eval() first, or pass fold_batchnorm=False"
         )
-
-
-def _name(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
 
 
 # ---------------------------------------------------------------------------------- replace
@@ -263,118 +231,6 @@ def _replace_convs(model: nn.Module, report: ConvertReport) -> nn.Module:
         _set(model, qualname, new[id(child)])
         report.replaced.append(qualname)
     return model
-
-
-# ------------------------------------------------------------------------------ find chains
-class _Tracer(torch.fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, Conv1x1) or super().is_leaf_module(m, qualname)
-
-
-def _find_chains(
-    module: nn.Module,
-    prefix: str,
-    places: Counter,
-    fold: bool,
-    fuse: bool,
-    chains: list,
-    report: ConvertReport,
-    fold_all: bool = False,
-) -> None:
-    """Append the (conv, bn, act) chains under ``module`` that are provably direct."""
-    if _is_chain_head(module, fold_all) or not any(True for _ in module.children()):
-        return
-    try:
-        graph = _Tracer().trace(module)
-    except Exception as e:  # any failure means: not traceable as a whole
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        if type(module).forward is nn.Sequential.forward:
-            _sequential_chains(module, prefix, places, fold, fuse, chains, fold_all)
-            why = f"not traceable ({reason}); used the order of its children"
-        else:
-            why = f"not traceable ({reason}); its children are converted one by one"
-        report.skipped.append((prefix or "(model)", why))
-        for name, child in module.named_children():
-            _find_chains(child, _name(prefix, name), places, fold, fuse, chains, report,
-                         fold_all)
-        return
-    _graph_chains(module, graph, prefix, places, fold, fuse, chains, report, fold_all)
-
-
-def _is_chain_head(m: nn.Module, fold_all: bool) -> bool:
-    """A conv a chain can start at: a Conv1x1, or with ``fold_all`` any stock nn.Conv2d."""
-    return isinstance(m, Conv1x1) or (fold_all and type(m) is nn.Conv2d)
-
-
-def _activation_taken(conv: nn.Module) -> bool:
-    """True when the conv already applies an activation, so none can follow it into it."""
-    return isinstance(conv, Conv1x1) and conv.activation is not None
-
-
-def _graph_chains(module, graph, prefix, places, fold, fuse, chains, report,
-                  fold_all=False) -> None:
-    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
-
-    def single(node: torch.fx.Node, kinds: tuple[type, ...]) -> nn.Module | None:
-        """The module of ``node``'s one user if it is a once-called ``kinds`` on ``node`` alone."""
-        users = list(node.users)
-        if len(users) != 1:
-            return None
-        u = users[0]
-        if u.op != "call_module" or u.args != (node,) or u.kwargs:
-            return None
-        m = module.get_submodule(u.target)
-        if type(m) not in kinds or calls[u.target] != 1 or places[id(m)] != 1:
-            return None
-        return m
-
-    for node in graph.nodes:
-        if node.op != "call_module":
-            continue
-        conv = module.get_submodule(node.target)
-        if not _is_chain_head(conv, fold_all) or calls[node.target] != 1 \
-                or places[id(conv)] != 1:
-            continue
-        bn_name = act_name = None
-        cur = node
-        if fold and single(cur, (nn.BatchNorm2d,)) is not None:
-            cur = next(iter(cur.users))
-            bn_name = _name(prefix, cur.target)
-        if fuse and not _activation_taken(conv):
-            act = single(cur, tuple(FUSABLE))
-            if act is not None:
-                act_name = _name(prefix, next(iter(cur.users)).target)
-            else:
-                _report_shared_activation(module, cur, calls, prefix, report)
-        if bn_name or act_name:
-            chains.append((_name(prefix, node.target), bn_name, act_name))
-
-
-def _report_shared_activation(module, node, calls, prefix, report) -> None:
-    users = list(node.users)
-    if len(users) == 1 and users[0].op == "call_module":
-        target = users[0].target
-        entry = (_name(prefix, target), f"called {calls[target]} times in forward; not fused")
-        if type(module.get_submodule(target)) in FUSABLE and calls[target] > 1 \
-                and entry not in report.skipped:
-            report.skipped.append(entry)
-
-
-def _sequential_chains(seq, prefix, places, fold, fuse, chains, fold_all=False) -> None:
-    mods = list(seq.named_children())
-    for i, (name, conv) in enumerate(mods):
-        if not _is_chain_head(conv, fold_all) or places[id(conv)] != 1:
-            continue
-        j, bn_name, act_name = i + 1, None, None
-        if fold and j < len(mods) and type(mods[j][1]) is nn.BatchNorm2d \
-                and places[id(mods[j][1])] == 1:
-            bn_name, j = _name(prefix, mods[j][0]), j + 1
-        if fuse and not _activation_taken(conv) and j < len(mods) \
-                and type(mods[j][1]) in FUSABLE \
-                and places[id(mods[j][1])] == 1:
-            act_name = _name(prefix, mods[j][0])
-        if bn_name or act_name:
-            chains.append((_name(prefix, name), bn_name, act_name))
 
 
 # ------------------------------------------------------------------------------------ apply
