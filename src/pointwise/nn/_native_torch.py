@@ -179,8 +179,9 @@ def _forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
         y = BUFFERS.empty((n, ho, wo, f))  # (N, Ho, Wo, F)
         y2 = _view(y).reshape(n * ho * wo, f)  # (M, F) view
         r2 = None
-        if residual is not None and residual.permute(0, 2, 3, 1).is_contiguous():
-            r2 = _view(residual.permute(0, 2, 3, 1)).reshape(n * ho * wo, f)  # (M, F) view
+        rl = None if residual is None else residual.permute(0, 2, 3, 1)  # (N, Ho, Wo, F)
+        if rl is not None and rl.is_contiguous():
+            r2 = _view(rl).reshape(n * ho * wo, f)  # (M, F) view
         fused_res = residual is None or r2 is not None
         act = activation if fused_act and fused_res else None
         if not _native.rows(xv, _weight_cf(w), y2, bn, act, residual=r2, team=team):
