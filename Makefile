@@ -15,8 +15,9 @@ $(VENV)/.base:
 	$(PIP) install $(PIPFLAGS) --upgrade pip
 	touch $@
 
-# The compiled kernels are built at install time, so a change to them reinstalls.
-KERNEL := src/pointwise/_kernel.c
+# The compiled kernels are built at install time, so a change to any of their sources
+# reinstalls.
+KERNEL := $(wildcard src/pointwise/kernels/csrc/*.c src/pointwise/kernels/csrc/*.h)
 
 $(VENV)/.demo: $(VENV)/.base pyproject.toml $(KERNEL)
 	$(PIP) install $(PIPFLAGS) -e .
@@ -42,4 +43,5 @@ bench: $(VENV)/.test
 	$(PY) benchmarks/bench_conv.py --suite models --json results/ --png results/models.png
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis src/pointwise/*.so
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+	find src -name '*.so' -delete

@@ -1,4 +1,4 @@
-"""The block size of the fused epilogue, ``pointwise._gemm.BLOCK_BYTES``, measured.
+"""The block size of the fused epilogue, ``pointwise.kernels.gemm.BLOCK_BYTES``, measured.
 
 ``conv1x1`` with a bias or an activation runs its GEMM on blocks of at most ``BLOCK_BYTES``
 (input rows + output rows) and biases/activates each block while it is still in cache. For
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 import pointwise as pw
-import pointwise._gemm as gemm
-from pointwise._io import atomic_write
+import pointwise.kernels.gemm as gemm
 from pointwise.bench import harness as h
+from pointwise.files import atomic_write
 
 KIB = 1 << 10
 SETTINGS = [("256K", 256 * KIB), ("1M", 1024 * KIB), ("2M", 2048 * KIB), ("4M", 4096 * KIB),

@@ -30,6 +30,6 @@ if __name__ == "__main__":
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = n  # before NumPy and torch load their runtimes
 
-    from pointwise import bench_cli
+    from pointwise.cli import bench as bench_cli
 
     sys.exit(bench_cli.main(["bench", *sys.argv[1:]]))

@@ -1,6 +1,6 @@
 """Train the small models on digits end to end, as a user would, and record accuracy and time.
 
-Each run is the command line itself in a fresh process (``python -m pointwise.train_cli
+Each run is the command line itself in a fresh process (``python -m pointwise.cli.train
 train MODEL --data digits``, default settings unless given), so the wall time includes
 Python and torch start-up, loading digits and writing a checkpoint every epoch. The figures
 go in the issue's note; the quality bar is nin_digits ≥ 97% within 120 s on 2 cores.
@@ -27,7 +27,7 @@ DONE = re.compile(r"done: .* epoch (\d+)/(\d+), ([\d.]+) s; test accuracy ([\d.]
 
 def run(model: str, seed: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "pointwise.train_cli", "train", model, "--data", "digits",
+        cmd = [sys.executable, "-m", "pointwise.cli.train", "train", model, "--data", "digits",
                "--seed", str(seed), "--out", out, "--no-progress", *extra]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -36,7 +36,7 @@ def both_paths(request, monkeypatch):
     """Run a test on the NumPy path, then on the compiled float32 kernels where they are
     built and used on this CPU (skipped elsewhere): float32 calls would otherwise only ever
     exercise the kernels here."""
-    from pointwise import _native
+    from pointwise.kernels import native as _native
 
     if request.param == "numpy":
         monkeypatch.setattr(_native, "_kernel", None)

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import pointwise.models as pm
-from pointwise.analysis import papers
-from pointwise.analyze import analyze
+from pointwise.analysis import analyze, papers, published
 from pointwise.cost import CONVENTION, MAC_SCOPE, reduction_cost
 from pointwise.nn import Conv1x1
 
@@ -355,11 +354,11 @@ def test_resnet_flops_row_with_the_original_stride():
 def test_agreement_rule():
     from fractions import Fraction
 
-    assert papers.agrees("3.8", Fraction(3_857_973_248, 10**9))  # truncated
-    assert papers.agrees("7.6", Fraction(7_570_194_432, 10**9))  # rounded
-    assert not papers.agrees("380", Fraction(388_096, 1024))  # 379.0: neither
-    assert papers.agrees("159", Fraction(163_328, 1024))  # 159.5
-    assert not papers.agrees("3.6", Fraction(3_700_000_000, 10**9))
+    assert published.agrees("3.8", Fraction(3_857_973_248, 10**9))  # truncated
+    assert published.agrees("7.6", Fraction(7_570_194_432, 10**9))  # rounded
+    assert not published.agrees("380", Fraction(388_096, 1024))  # 379.0: neither
+    assert published.agrees("159", Fraction(163_328, 1024))  # 159.5
+    assert not published.agrees("3.6", Fraction(3_700_000_000, 10**9))
     with pytest.raises(ValueError, match="published table"):
         papers.paper_table("squeezenet1_0")
 

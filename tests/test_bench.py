@@ -12,12 +12,12 @@ import pytest
 
 pytest.importorskip("torch")
 
-from pointwise import bench_cli
 from pointwise.bench import harness, peers, report, run
+from pointwise.cli import bench as bench_cli
 
 
 def test_import_pointwise_does_not_import_bench_or_torch() -> None:
-    code = ("import sys, pointwise, pointwise.bench_cli; "
+    code = ("import sys, pointwise, pointwise.cli.bench; "
             "print(any(m == 'torch' or m.startswith('pointwise.bench.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

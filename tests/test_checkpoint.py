@@ -1,4 +1,4 @@
-"""pointwise.checkpoint: atomic writes, weights_only loads, clear errors, and SIGKILL safety."""
+"""pointwise.training.checkpoint: atomic writes, weights_only loads, clear errors, SIGKILL."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pointwise import checkpoint as ck
+from pointwise.training import checkpoint as ck
 
 
 def test_round_trip_of_tensors_and_primitives(tmp_path):
@@ -91,7 +91,7 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(tmp_path):
     data = tmp_path / "tiny.npz"  # not digits: skipping scikit-learn's import saves ~1 s a start
     gen = np.random.default_rng(0)
     np.savez(data, x=gen.random((64, 8, 8, 1), dtype=np.float32), y=np.arange(64) % 10)
-    cmd = [sys.executable, "-m", "pointwise.train_cli", "train", "nin_digits", "--data",
+    cmd = [sys.executable, "-m", "pointwise.cli.train", "train", "nin_digits", "--data",
            str(data), "--epochs", "100000", "--batch-size", "16", "--limit-batches", "1",
            "--threads", "1", "--out", str(out), "--no-progress"]
     rng = random.Random(0)

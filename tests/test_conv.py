@@ -351,7 +351,7 @@ def test_inputs_are_never_modified():
 
 def test_large_blocked_paths_match_reference(monkeypatch):
     # Small blocks force many blocks, so block edges are exercised in both layouts.
-    import pointwise._gemm as conv
+    import pointwise.kernels.gemm as conv
 
     monkeypatch.setattr(conv, "BLOCK_BYTES", 1024)
     monkeypatch.setattr(conv, "MIN_BLOCK_ROWS", 7)
@@ -392,7 +392,7 @@ def test_merged_channels_first_backward_in_chunks(monkeypatch, merge_bytes):
 
 def _count_pool_calls(monkeypatch) -> list[int]:
     """Record each time the fused path hands blocks to the cores (True when they took them)."""
-    import pointwise._gemm as gemm
+    import pointwise.kernels.gemm as gemm
 
     calls: list[int] = []
     real = gemm.parallel_rows
@@ -410,11 +410,11 @@ def _count_pool_calls(monkeypatch) -> list[int]:
 
 
 def test_parallel_blocks_restore_blas_threads_and_propagate_errors(monkeypatch):
-    from pointwise import _blas
+    from pointwise.kernels import blas as _blas
 
     if _blas._blas() is None:
         pytest.skip("no OpenBLAS found in this process to steer")  # not counted as a pass
-    import pointwise._gemm as gemm
+    import pointwise.kernels.gemm as gemm
 
     monkeypatch.setattr(gemm, "POOL_MIN_MACS", 0)
     shared = _count_pool_calls(monkeypatch)
@@ -437,8 +437,8 @@ def test_parallel_blocks_restore_blas_threads_and_propagate_errors(monkeypatch):
 
 def test_parallel_path_works_in_a_forked_child(monkeypatch):
     # The pool's threads do not survive fork(); a child must build its own, not hang.
-    import pointwise._gemm as gemm
-    from pointwise import _fastpath
+    import pointwise.kernels.gemm as gemm
+    from pointwise.kernels import fastpath as _fastpath
 
     monkeypatch.setattr(gemm, "POOL_MIN_MACS", 0)  # the fused blocks go to the pool
     monkeypatch.setattr(_fastpath, "MAX_MACS", 0)  # not to the small-call path

@@ -1,11 +1,11 @@
-"""pointwise.data: digits with a seeded stratified split, and the user's .npz, validated."""
+"""pointwise.training.data: digits with a seeded stratified split, the user's .npz, validated."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pointwise.data import load, load_digits, load_npz
+from pointwise.training.data import load, load_digits, load_npz
 
 
 def test_digits_are_scaled_nchw_and_split_stratified():

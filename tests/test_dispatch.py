@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import pointwise as pw
-from pointwise._dispatch import backend_for
+from pointwise.backends import backend_for
 
 LAYOUTS = ["NHWC", "HWC", "NCHW", "CHW"]
 CASES = [  # (layout, stride, padding, groups, activation, bias)
@@ -41,7 +41,7 @@ def test_numpy_inputs_never_load_torch_or_the_backends():
     proc = run_python(
         "import sys, numpy as np, pointwise as pw\n"
         "pw.conv1x1(np.ones((1, 2, 2, 3)), np.ones((3, 4)))\n"
-        "heavy = ('torch', 'jax', 'pointwise.nn', 'pointwise._jax')\n"
+        "heavy = ('torch', 'jax', 'pointwise.nn', 'pointwise.backends.jax')\n"
         "bad = [m for m in heavy if m in sys.modules]\n"
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -50,7 +50,7 @@ def test_numpy_inputs_never_load_torch_or_the_backends():
 
 def test_the_jax_backend_module_imports_without_jax():
     proc = run_python(
-        "import sys, pointwise._jax\n"
+        "import sys, pointwise.backends.jax\n"
         "sys.exit(1 if 'jax' in sys.modules else 0)"
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -18,9 +18,9 @@ import sys
 import pytest
 import torch
 
-from pointwise import checkpoint as ck
-from pointwise.distributed import Context, all_mean, setup
-from pointwise.train import TrainConfig, build_model, train
+from pointwise.training import checkpoint as ck
+from pointwise.training.distributed import Context, all_mean, setup
+from pointwise.training.train import TrainConfig, build_model, train
 
 FACTORY = '''
 from pointwise.models import create
@@ -45,7 +45,7 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path, monkey
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           "-m", "pointwise.train_cli", "train", cfg.model, "--data", "digits",
+           "-m", "pointwise.cli.train", "train", cfg.model, "--data", "digits",
            "--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--optimizer", "sgd",
            "--limit-batches", "3", "--seed", "3", "--threads", "1", "--no-progress",
            "--out", str(tmp_path / "ddp"), "--distributed"]

@@ -13,13 +13,8 @@ from hypothesis import strategies as st
 
 import pointwise as pw
 from pointwise.cost import conv_cost
-from pointwise.explain import (
-    PixelLine,
-    _agrees,
-    random_filter,
-    random_input,
-    tutorial_example,
-)
+from pointwise.explain import PixelLine, random_filter, random_input, tutorial_example
+from pointwise.explain.trace import _agrees
 
 TUTORIAL_Y = [[[5], [11], [17]], [[23], [29], [35]], [[41], [47], [53]]]
 

@@ -1,4 +1,4 @@
-"""pointwise.export: ONNX round trip through onnxruntime, and predict."""
+"""pointwise.training.export: ONNX round trip through onnxruntime, and predict."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 pytest.importorskip("onnxruntime")
 import onnxruntime as ort
 
-from pointwise.export import export_onnx, load_model, predict
-from pointwise.train import TrainConfig, train
-from pointwise.train_cli import main
+from pointwise.cli.train import main
+from pointwise.training.export import export_onnx, load_model, predict
+from pointwise.training.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

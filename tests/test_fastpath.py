@@ -9,7 +9,7 @@ import pytest
 
 import pointwise as pw
 from oracle import reference_conv
-from pointwise import _fastpath
+from pointwise.kernels import fastpath as _fastpath
 from pointwise.layout import check_forward
 
 RNG = np.random.default_rng(7)
@@ -104,7 +104,7 @@ def test_fast_path_leaves_odd_or_large_calls_to_the_full_path(x, w, b):
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 def test_large_float32_calls_take_the_fast_path_only_onto_the_kernels(monkeypatch, layout):
     # Their bias and ReLU are fused in the kernels; without them, the full path's blocks are.
-    from pointwise import _native
+    from pointwise.kernels import native as _native
 
     x = RNG.standard_normal((8, 64, 64, 64)).astype(np.float32)  # C = 64 in either layout
     w = RNG.standard_normal((64, 48) if layout == "NHWC" else (48, 64)).astype(np.float32)

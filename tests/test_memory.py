@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import pointwise as pw
-from pointwise import _gemm
 from pointwise.bench.harness import peak_bytes
+from pointwise.kernels import gemm as _gemm
 
 RNG = np.random.default_rng(3)
 pytestmark = pytest.mark.usefixtures("both_paths")

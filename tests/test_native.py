@@ -1,4 +1,4 @@
-"""The compiled float32 kernels (pointwise/_kernel.c), against float64 references.
+"""The compiled float32 kernels (pointwise/kernels/csrc/), against float64 references.
 
 The kernels cut the work into tiles of 3–24 rows, panels of 8–64 columns and K blocks of
 256 (channels-last) or 512 (channels-first), so the sizes below straddle every one of those
@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 import pointwise as pw
 from forked import answer_from_forked_child
-from pointwise import _native
+from pointwise.kernels import native as _native
 
 try:
-    from pointwise import _kernel as KERNEL
+    from pointwise.kernels import _kernel as KERNEL
 except ImportError:  # not built: no C compiler when the package was installed
     KERNEL = None
 

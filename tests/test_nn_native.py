@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 PF = pytest.importorskip("pointwise.nn.functional")
-from pointwise import _native  # noqa: E402
+from pointwise.kernels import native as _native  # noqa: E402
 from pointwise.nn import Conv1x1, convert, to_conv2d  # noqa: E402
 from pointwise.nn import _native_torch as NT  # noqa: E402
 

@@ -33,7 +33,7 @@ def test_public_api():
 def test_environment_switch_picks_or_turns_off_the_kernels(value):
     # POINTWISE_NATIVE=0 turns the compiled kernels off; a name asks for an instruction set,
     # granted when they are built and the CPU has it; unset means AVX-512 where available.
-    probe = ("from pointwise import _native, _kernel\n"
+    probe = ("from pointwise.kernels import _kernel, native as _native\n"
              "print(_native.ENABLED, _native.ISA, _kernel.select('avx2'), "
              "_kernel.select('avx512'))")
     env = {"PATH": "", "POINTWISE_NATIVE": value}

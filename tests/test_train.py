@@ -1,4 +1,4 @@
-"""pointwise.train: learns digits, resumes bitwise, and its train subcommand."""
+"""pointwise.training.train: learns digits, resumes bitwise, and its train subcommand."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import argparse
 import pytest
 import torch
 
-from pointwise import checkpoint as ck
-from pointwise.train import TrainConfig, build_model, train
-from pointwise.train_cli import add_parsers, main
+from pointwise.cli.train import add_parsers, main
+from pointwise.training import checkpoint as ck
+from pointwise.training.train import TrainConfig, build_model, train
 
 
 def test_a_short_run_is_well_above_chance(tmp_path):
@@ -111,7 +111,7 @@ def test_building_the_parser_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import argparse, sys; from pointwise.train_cli import add_parsers; "
+    code = ("import argparse, sys; from pointwise.cli.train import add_parsers; "
             "add_parsers(argparse.ArgumentParser().add_subparsers()); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -7,11 +7,15 @@ The core needs only NumPy; importing :mod:`pointwise` never imports torch.
 [[[5], [11]]]
 """
 
+from pointwise import _moved
 from pointwise._version import __version__
 from pointwise.conv import conv1x1, conv1x1_backward
 from pointwise.cost import Cost, conv_cost
 from pointwise.explain import Trace, explain
-from pointwise.layout import ACTIVATIONS, LAYOUTS, output_size
+from pointwise.layout import ACTIVATIONS, LAYOUTS
+from pointwise.problem import output_size
+
+_moved.install()
 
 cost = conv_cost
 

@@ -6,20 +6,22 @@ Pixels that fall in the zero padding give ``act(b[f])``; with groups, channel gr
 input feeds only output group g. Shapes use one alphabet: N, C (in), F (out), H, W, G
 (groups), M = rows of a channels-last block, P = pixels of a channels-first block.
 
-How the work is laid out (DESIGN.md, "Performance design"; the loops are in ``_gemm.py``):
+How the work is laid out (DESIGN.md, "Performance design"; the loops are in
+:mod:`pointwise.kernels.gemm`):
 
 * channels-last: GEMMs ``(M, C) @ (C, F)`` on the ``(N·H·W, C)`` view, no copy;
 * channels-first: ``W (F, C) @ X_n (C, H·W)`` per image, no copy;
 * float32 with one group and no activation or ReLU/ReLU6 runs on the compiled kernels
-  (``_native.py``, ``_kernel.c``) where the CPU has AVX-512: bias and activation are applied
+  (:mod:`pointwise.kernels.native`) where the CPU has AVX-512: bias and activation are applied
   to each tile in registers, so the output is written once;
 * otherwise, with bias or activation, large problems are cut into cache-sized blocks shared
   among the cores; each block's bias and activation run right after its GEMM, in cache;
 * stride, odd strides and dtype casts gather the input once into a contiguous buffer; with
   padding, the interior is computed block by block into its view of the output, and the
   border is filled with ``act(bias)`` once;
-* small plain float calls (the tutorial's size) skip the planning: ``_fastpath.py`` spots
-  them with a few exact type tests and makes one GEMM; anything else takes the full path.
+* small plain float calls (the tutorial's size) skip the planning:
+  :mod:`pointwise.kernels.fastpath` spots them with a few exact type tests and makes one
+  GEMM; anything else takes the full path.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from pointwise import activations
-from pointwise._dispatch import backend_for
-from pointwise._fastpath import try_forward
-from pointwise._gemm import forward_channels_first, forward_channels_last, view_as
+from pointwise.backends import backend_for
+from pointwise.kernels.fastpath import try_forward
+from pointwise.kernels.gemm import forward_channels_first, forward_channels_last, view_as
 from pointwise.layout import Problem, check_backward, check_forward, check_out
 
 __all__ = ["conv1x1", "conv1x1_backward"]

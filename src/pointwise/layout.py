@@ -12,8 +12,9 @@ NCHW     (N, C, H, W)    (F, C/G, 1, 1)  OIHW       (F, C/G)            PyTorch
 CHW      (C, H, W)       (F, C/G, 1, 1)  OIHW       (F, C/G)            PyTorch
 =======  ==============  =========================  ==================  ==========
 
-Everything past this module sees a :class:`Problem`: ``x`` as a 4-D batched view in its
-layout's axis order, the weight as a 2-D matrix, and every size already validated. Messages
+Everything past this module sees a :class:`~pointwise.problem.Problem`: ``x`` as a 4-D
+batched view in its layout's axis order, the weight as a 2-D matrix, and every size already
+validated. Messages
 follow "expected X, but got Y", name every shape involved and, where one exists, the fix.
 """
 
@@ -21,10 +22,11 @@ from __future__ import annotations
 
 import difflib
 import operator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from pointwise.problem import Geometry, Problem, output_size
 
 __all__ = [
     "ACTIVATIONS",
@@ -51,96 +53,6 @@ ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "silu", "hardswish")
 def _is_half(dtype: np.dtype) -> bool:
     # float16, or ml_dtypes' bfloat16 (looked up by name: ml_dtypes is never imported here)
     return dtype.itemsize == 2 and (dtype.kind == "f" or dtype.name == "bfloat16")
-
-
-def output_size(size: int, padding: int, stride: int) -> int:
-    """Output length of one spatial axis of a 1×1 conv: ``(size + 2·padding − 1) // stride + 1``."""
-    return (size + 2 * padding - 1) // stride + 1
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where the output's interior (the pixels that see real input) lies, per spatial axis.
-
-    Output index ``o`` reads input index ``o·s − p``; it is interior when that index is inside
-    ``[0, size)``. Interior outputs form the contiguous range ``[lo, lo + count)`` and read the
-    inputs ``start, start + s, …``.
-    """
-
-    out: int
-    lo: int
-    count: int
-    start: int
-    stride: int
-
-    @classmethod
-    def of(cls, size: int, padding: int, stride: int) -> Geometry:
-        out = output_size(size, padding, stride)
-        lo = -(-padding // stride)  # ceil(p / s): first o with o·s − p ≥ 0
-        hi = min(out, (size - 1 + padding) // stride + 1) if size > 0 else lo
-        count = max(0, hi - lo)
-        return cls(out=out, lo=lo, count=count, start=lo * stride - padding, stride=stride)
-
-    def in_slice(self) -> slice:
-        """The input positions that interior outputs read."""
-        if self.count == 0:
-            return slice(0, 0)
-        return slice(self.start, self.start + (self.count - 1) * self.stride + 1, self.stride)
-
-    def out_slice(self) -> slice:
-        return slice(self.lo, self.lo + self.count)
-
-    @property
-    def full(self) -> bool:
-        """True when every output pixel is interior (no padded border on this axis)."""
-        return self.count == self.out
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A validated 1×1 conv call, in canonical form.
-
-    ``x`` is 4-D: (N, H, W, C) when ``channels_last`` else (N, C, H, W); a view, never a copy.
-    ``w`` is the weight as a matrix: (C/G, F) when ``channels_last`` else (F, C/G).
-    """
-
-    x: np.ndarray
-    w: np.ndarray
-    bias: np.ndarray | None
-    layout: str
-    channels_last: bool
-    batched: bool
-    groups: int
-    activation: str | None
-    rows: Geometry
-    cols: Geometry
-    dtype: np.dtype  # result dtype
-    compute_dtype: np.dtype  # float32 for half types, else dtype
-    weight_shape: tuple[int, ...]
-    x_shape: tuple[int, ...]
-
-    @property
-    def n(self) -> int:
-        return int(self.x.shape[0])
-
-    @property
-    def c(self) -> int:
-        return int(self.x.shape[3] if self.channels_last else self.x.shape[1])
-
-    @property
-    def f(self) -> int:
-        return int(self.w.shape[1] if self.channels_last else self.w.shape[0])
-
-    @property
-    def out_shape4(self) -> tuple[int, int, int, int]:
-        """Output shape in canonical 4-D form."""
-        ho, wo = self.rows.out, self.cols.out
-        return (self.n, ho, wo, self.f) if self.channels_last else (self.n, self.f, ho, wo)
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        """Output shape in the caller's layout."""
-        return self.out_shape4 if self.batched else self.out_shape4[1:]
 
 
 def _fmt(shape: tuple[int, ...]) -> str:

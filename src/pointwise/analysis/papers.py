@@ -9,121 +9,24 @@
   downsampling bottleneck (the original placement, ``stride_in_1x1=True``).
 
 The printed cells are strings exactly as printed; every number of ours comes from
-:func:`pointwise.analyze.analyze`, hence from :mod:`pointwise.cost`. A figure agrees when
+:func:`pointwise.analysis.analyze`, hence from :mod:`pointwise.cost`. A figure agrees when
 rounding our exact value to the printed digits, to nearest or by truncation, gives the printed
-value (:func:`agrees`); every other figure is flagged.
-
->>> agrees("73", Fraction(73608192, 10**6)), agrees("364", Fraction(375552, 1024))
-(True, False)
+value (:func:`pointwise.analysis.published.agrees`); every other figure is flagged.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from pointwise.analyze import KIND_1X1, Layer, Report, analyze
+from pointwise.analysis.analyzer import analyze
+from pointwise.analysis.published import RULE, Figure, PaperRow, PaperTable
+from pointwise.analysis.report import Report
+from pointwise.analysis.trace import KIND_1X1, Layer
 from pointwise.cost import total_cost
 
-__all__ = ["PAPERS", "Figure", "PaperRow", "PaperTable", "agrees", "googlenet_table1",
-           "mobilenet_table2", "paper_table", "resnet_flops"]
-
-RULE = ("a printed figure agrees when our exact value, rounded to the printed digits (to "
-        "nearest or by truncation), gives it; '!' flags every other figure")
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One printed cell beside ours.
-
-    ``value`` is our exact figure in the printed unit (a Fraction, or an int for counts that
-    must match exactly); ``exact`` our raw count (weights, MACs) when there is one.
-    """
-
-    column: str
-    printed: str
-    value: Fraction | int | str | None
-    exact: int | None = None
-    unit: str = ""
-
-    @property
-    def flagged(self) -> bool:
-        return self.value is not None and not agrees(self.printed, self.value)
-
-    @property
-    def ours(self) -> str:
-        """Our value, written with two more digits than printed."""
-        v = self.value
-        if v is None:
-            return ""
-        if isinstance(v, (str, int)):
-            return str(v)
-        digits = _decimals(self.printed) + 2
-        return f"{float(v):.{digits}f}{self.unit}"
-
-    def as_dict(self) -> dict[str, Any]:
-        v = self.value
-        return {"column": self.column, "printed": self.printed,
-                "ours": float(v) if isinstance(v, Fraction) else v, "ours_text": self.ours,
-                "exact": self.exact, "unit": self.unit, "flagged": self.flagged}
-
-
-@dataclass(frozen=True)
-class PaperRow:
-    label: str
-    printed: tuple[str, ...]  # every cell of the row as printed, in PaperTable.columns order
-    figures: tuple[Figure, ...]  # the cells we compare
-
-    @property
-    def flagged(self) -> list[Figure]:
-        return [f for f in self.figures if f.flagged]
-
-
-@dataclass(frozen=True)
-class PaperTable:
-    key: str
-    title: str
-    columns: tuple[str, ...]
-    rows: tuple[PaperRow, ...]
-    notes: tuple[str, ...]
-
-    @property
-    def flagged(self) -> list[tuple[str, Figure]]:
-        return [(row.label, f) for row in self.rows for f in row.flagged]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "title": self.title, "columns": list(self.columns),
-                "notes": list(self.notes), "rule": RULE,
-                "rows": [{"label": r.label, "printed": list(r.printed),
-                          "figures": [f.as_dict() for f in r.figures]} for r in self.rows]}
-
-    def to_text(self) -> str:
-        from pointwise.analysis.render import paper_text
-
-        return paper_text(self)
-
-
-def agrees(printed: str, ours: Fraction | int | str) -> bool:
-    """Whether ``printed`` (``"364"``, ``"2.7"``, ``"94.86"``) is ``ours`` rounded to its
-    digits, to nearest (halves up) or by truncation. Integers and strings must be equal.
-
-    >>> agrees("159", Fraction(163328, 1024)), agrees("360", Fraction(359661568, 10**6))
-    (True, True)
-    >>> agrees("1.19", Fraction(190560, 1000)), agrees("1.91", Fraction(190560, 100000))
-    (False, True)
-    """
-    if isinstance(ours, (int, str)):
-        return str(ours) == printed
-    number = _number(printed)
-    if number is None:
-        return False
-    scale = 10 ** _decimals(printed)
-    target = round(number * scale)
-    return target in (math.floor(ours * scale), math.floor(ours * scale + Fraction(1, 2)))
-
+__all__ = ["PAPERS", "googlenet_table1", "mobilenet_table2", "paper_table", "resnet_flops"]
 
 # --------------------------------------------------------------------- GoogLeNet Table 1
 GOOGLENET_COLUMNS = ("type", "patch size/stride", "output size", "depth", "#1×1",
@@ -348,14 +251,3 @@ def _report(name: str, **kwargs: Any) -> Report:
     with torch.device("meta"):
         model = pm.create(name, **kwargs)
     return analyze(model, (1, 3, 224, 224), name=name)
-
-
-def _number(text: str) -> Fraction | None:
-    try:
-        return Fraction(text.replace(",", ""))
-    except ValueError:
-        return None
-
-
-def _decimals(text: str) -> int:
-    return len(text.split(".")[1]) if "." in text else 0

@@ -7,8 +7,8 @@ from a formula in :mod:`pointwise.cost`. No arithmetic runs, and the model passe
 touched. A :class:`torch.overrides.TorchFunctionMode` follows tensors through functional ops
 (``F.relu``, ``x + 1``), so each layer knows which layer computed its input (``source``).
 
-:func:`pointwise.analyze.analyze` is the public entry point; it wraps the layers in a
-:class:`~pointwise.analyze.Report`.
+:func:`pointwise.analysis.analyze` is the public entry point; it wraps the layers in a
+:class:`~pointwise.analysis.Report`.
 """
 
 from __future__ import annotations

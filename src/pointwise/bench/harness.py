@@ -55,7 +55,7 @@ def pin_threads(n: int) -> str:
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        from pointwise import _blas
+        from pointwise.kernels import blas as _blas
 
         blas = _blas._blas()
         if blas is None:
@@ -139,7 +139,7 @@ def environment(threads: int, pinned_by: str) -> dict[str, Any]:
 def _kernels() -> str | None:
     """The instruction set of pointwise's compiled float32 kernels, or None where they are
     off (then its float32 rows are NumPy's BLAS)."""
-    from pointwise import _native
+    from pointwise.kernels import native as _native
 
     return _native.ISA
 

@@ -9,7 +9,7 @@ import json
 import os
 from typing import Any
 
-from pointwise._io import atomic_write
+from pointwise.files import atomic_write
 
 HEADER = ("impl", "layout", "median ms", "min–max ms", "GFLOP/s", "%roof", "×best",
           "flt/call", "peak MiB", "rel err")

@@ -28,16 +28,13 @@ torchvision-style blocks, whatever their names. What it cannot see:
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import torch
 import torch.fx
 from torch import nn
 
 from pointwise.nn.module import ACTIVATION_MODULES, Conv1x1
-
-if TYPE_CHECKING:
-    from pointwise.nn.convert import ConvertReport
+from pointwise.nn.report import ConvertReport
 
 __all__ = ["FUSABLE", "find_chains", "qualified"]
 

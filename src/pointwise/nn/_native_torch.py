@@ -1,8 +1,8 @@
-"""The compiled kernels (``pointwise._native``) on torch tensors, for inference.
+"""The compiled kernels (``pointwise.kernels.native``) on torch tensors, for inference.
 
 Used by :func:`pointwise.nn.functional.conv1x1` (kernel ``"native"``) when no gradient is
 needed: the tensors' memory is handed to the kernels as NumPy views, without copies, and the
-kernels run on torch's own OpenMP team (:func:`pointwise._native.host_openmp`), so they take
+kernels run on torch's own OpenMP team (:func:`pointwise.kernels.native.host_openmp`), so they take
 turns with torch's ops the way torch's ops take turns with each other.
 
 * channels-last input, any stride: ``rows`` on the (N·H·W, C) view, or on the strided
@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from pointwise import _native
+from pointwise.kernels import native as _native
 
 __all__ = ["available", "forward"]
 

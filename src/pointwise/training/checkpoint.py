@@ -6,7 +6,7 @@ scheduler's, the epoch, the RNG states (as tensors and lists), the config and th
 split. So :func:`load` can use ``torch.load(..., weights_only=True)``, which refuses any
 other object instead of running its pickle code.
 
-Writing goes through :func:`pointwise._io.atomic_write`: a temporary file in the same
+Writing goes through :func:`pointwise.files.atomic_write`: a temporary file in the same
 folder, fsync, ``os.replace``, then an fsync of the folder so the rename itself is on disk.
 A SIGKILL or power cut at any moment therefore leaves the previous checkpoint or the new
 one, never a torn file; the worst case is a stale ``.NAME.*.tmp`` beside it, which
@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointwise._io import atomic_write
+from pointwise.files import atomic_write
 
 __all__ = ["FORMAT", "VERSION", "get_rng_state", "load", "remove_stale_temps", "save",
            "set_rng_state"]
 
-FORMAT = "pointwise.checkpoint"
+FORMAT = "pointwise.training.checkpoint"
 VERSION = 1
 
 

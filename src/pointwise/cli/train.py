@@ -2,8 +2,8 @@
 
 ``add_parsers(sub)`` registers the three on the program's subparsers; each runner returns
 an exit status. Until ``pointwise.cli`` calls ``add_parsers``, this module is its own
-program: ``python -m pointwise.train_cli train nin_digits --data digits``, and under
-torchrun ``torchrun --nproc_per_node=2 -m pointwise.train_cli train ... --distributed``.
+program: ``python -m pointwise.cli.train train nin_digits --data digits``, and under
+torchrun ``torchrun --nproc_per_node=2 -m pointwise.cli.train train ... --distributed``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ USAGE_ERROR = 2
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``train``, ``export`` and ``predict`` on ``sub``."""
-    from pointwise.train_config import DEFAULT_LR, TrainConfig  # no torch: keeps --help fast
+    from pointwise.training.config import DEFAULT_LR, TrainConfig  # no torch: keeps --help fast
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -81,8 +81,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from pointwise import checkpoint
-    from pointwise.train import CHECKPOINT, TrainConfig, train
+    from pointwise.training import checkpoint
+    from pointwise.training.train import CHECKPOINT, TrainConfig, train
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
@@ -100,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from pointwise.export import export_onnx
+    from pointwise.training.export import export_onnx
 
     try:
         report = export_onnx(args.checkpoint, args.onnx, optimize=args.optimize,
@@ -113,7 +113,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from pointwise.export import predict
+    from pointwise.training.export import predict
 
     accuracy, correct, total = predict(args.source, args.data)
     print(f"{args.source}: accuracy {100 * accuracy:.2f}% ({correct}/{total})")

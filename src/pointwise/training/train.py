@@ -1,10 +1,10 @@
 """The trainer: any zoo model (or ``module:attr`` factory) on digits or an ``.npz``.
 
->>> from pointwise.train import TrainConfig
+>>> from pointwise.training.train import TrainConfig
 >>> TrainConfig().epochs, TrainConfig().optimizer, TrainConfig(optimizer="sgd").learning_rate
 (20, 'adamw', 0.1)
 
-Each epoch writes ``OUT/checkpoint.pt`` atomically (see :mod:`pointwise.checkpoint`), and
+Each epoch writes ``OUT/checkpoint.pt`` atomically (see :mod:`pointwise.training.checkpoint`), and
 ``resume=True`` continues from it. Shuffling comes from a ``DistributedSampler`` (with one
 replica when not distributed), whose permutation is a function of ``(seed, epoch)`` alone,
 so a resumed run draws the same batches without replaying anything.
@@ -48,11 +48,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, DistributedSampler, TensorDataset
 
-from pointwise import checkpoint as ckpt_io
-from pointwise import distributed as dist_io
-from pointwise.data import Dataset
-from pointwise.data import load as load_data
-from pointwise.train_config import DEFAULT_LR, TrainConfig
+from pointwise.training import checkpoint as ckpt_io
+from pointwise.training import distributed as dist_io
+from pointwise.training.config import DEFAULT_LR, TrainConfig
+from pointwise.training.data import Dataset
+from pointwise.training.data import load as load_data
 
 __all__ = ["CHECKPOINT", "DEFAULT_LR", "TrainConfig", "TrainResult", "build_model",
            "evaluate", "train"]
@@ -107,7 +107,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
             ran); a fixed default also makes default runs bitwise-reproducible on any CPU
             count.
         device: torch device. ``threads`` and ``device`` do not change the stored config.
-        distributed: join torchrun's process group (see :mod:`pointwise.distributed`).
+        distributed: join torchrun's process group (see :mod:`pointwise.training.distributed`).
         log: where the per-epoch lines and the summary go (rank 0 only).
         progress: a tqdm bar per epoch on stderr (rank 0 only).
         stop_after_epochs: return after this many epochs of this call, as an interruption

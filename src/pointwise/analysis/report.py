@@ -1,40 +1,24 @@
-"""Where a network's parameters and multiply-adds are: per layer, per module, per 1×1.
-
-:func:`analyze` runs a model's forward once on torch's *meta* device: tensors there have
-shapes but no data, so no arithmetic runs (ResNet-152 at 224² takes well under a second) and
-the model you pass is never touched (a copy of it, without its data, is traced). A forward
-hook on every leaf module records its input and output shapes; every count then comes from a
-formula in :mod:`pointwise.cost`, where the convention is written once (``CONVENTION``,
-``MAC_SCOPE``).
+"""What :func:`pointwise.analysis.analyze` reports, and its renderings.
 
 The :class:`Report` holds one :class:`Layer` per call of a leaf module, the totals, the share
 held by 1×1 convs, a grouping by module-name prefix, and the "savings" view: for each 1×1
 that feeds a k×k conv, what the k×k conv would cost on the 1×1's unreduced input. It renders
-as a table, JSON, CSV and a PNG chart (:mod:`pointwise.analysis.render`); the published
-tables it reproduces are in :mod:`pointwise.analysis.papers`.
-
->>> from torch import nn
->>> from pointwise.nn import Conv1x1
->>> net = nn.Sequential(Conv1x1(192, 16, bias=False), nn.ReLU(),
-...                     nn.Conv2d(16, 32, 5, padding=2, bias=False))
->>> r = analyze(net, (1, 192, 28, 28))
->>> [(layer.name, layer.kind, layer.macs) for layer in r.layers]
-[('0', 'conv 1×1', 2408448), ('1', 'act', 0), ('2', 'conv 5×5', 10035200)]
->>> s = r.savings()[0]
->>> s.reduce.name, s.conv.name, s.reduction.direct.macs, round(s.reduction.ratio, 2)
-('0', '2', 120422400, 9.68)
+as a table (``to_text``), JSON (``to_dict``), CSV (``to_csv``) and a PNG chart (``to_png``).
+Every count is a :class:`~pointwise.cost.Cost`, where the convention is written once.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
+from pointwise.analysis.chart import bar_chart
+from pointwise.analysis.tables import cell, pair, shape, stride, table
 from pointwise.analysis.trace import (
     KIND_1X1,
     PASS_THROUGH,
@@ -42,14 +26,18 @@ from pointwise.analysis.trace import (
     Shape,
     as_list,
     batch_size,
-    check_shape,
     name_prefix,
     spatial,
-    trace,
 )
 from pointwise.cost import CONVENTION, MAC_SCOPE, Cost, Reduction, conv_cost_for_output, total_cost
 
-__all__ = ["KIND_1X1", "Group", "GroupSaving", "Layer", "Report", "Saving", "analyze"]
+__all__ = ["Group", "GroupSaving", "Report", "Saving"]
+
+LAYER_COLUMNS = ("name", "kind", "kernel", "stride", "groups", "input", "output", "params",
+                 "macs")
+GROUP_COLUMNS = ("name", "layers", "input", "output", "params", "macs")
+SAVING_COLUMNS = ("reduce", "conv", "channels", "kernel", "direct_macs", "reduced_macs",
+                  "ratio", "saved_macs")
 
 
 @dataclass(frozen=True)
@@ -120,6 +108,11 @@ class GroupSaving:
                 "saved_macs": self.without.macs - self.cost.macs}
 
 
+def _channels(s: Saving) -> str:
+    c = s.as_dict()["channels"]
+    return "→".join(str(x) for x in c) if c else ""
+
+
 @dataclass(frozen=True)
 class Report:
     """What :func:`analyze` found. Every count is a :class:`~pointwise.cost.Cost`."""
@@ -170,6 +163,7 @@ class Report:
         """One :class:`Group` per distinct name prefix of ``depth`` dotted parts.
 
         >>> from torch import nn
+        >>> from pointwise.analysis import analyze
         >>> net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), nn.Flatten())
         >>> [(g.name, g.params) for g in analyze(net, (1, 3, 8, 8)).groups(1)]
         [('0', 224), ('1', 0)]
@@ -243,50 +237,106 @@ class Report:
                                    total_cost(kept + [s.reduction.direct for s in found])))
         return out
 
-    # Renderers live in pointwise.analysis.render; these are shortcuts to them.
     def to_text(self, depth: int | None = None, savings: bool = False) -> str:
-        from pointwise.analysis.render import to_text
+        """The layers (or the groups at ``depth``), the totals and the convention, as a table."""
+        total = self.total
+        out = [f"{self.model}, input {shape(self.input_shape)}", ""]
+        pct = max(1, total.macs)
+        if depth is None:
+            rows = [[la.name or "(model)", la.kind, pair(la.kernel), stride(la.stride),
+                     "" if la.groups is None else str(la.groups), shape(la.in_shape) or "not run",
+                     shape(la.out_shape), f"{la.params:,}", f"{la.macs:,}",
+                     f"{100 * la.macs / pct:.1f}%"] for la in self.layers]
+            out += table(("name", "kind", "kernel", "stride", "groups", "input", "output",
+                           "params", "MACs", "MACs %"), rows, numeric={7, 8, 9})
+        else:
+            rows = [[g.name or "(model)", str(len(g.layers)), shape(g.in_shape),
+                     shape(g.out_shape), f"{g.params:,}", f"{g.macs:,}",
+                     f"{100 * g.macs / pct:.1f}%"] for g in self.groups(depth)]
+            out += table(("group", "layers", "input", "output", "params", "MACs", "MACs %"),
+                          rows, numeric={1, 4, 5, 6})
+        share = self.share()
+        out += ["", f"total: {total.params:,} params ({total.weights:,} weights + "
+                    f"{total.biases:,} biases), {total.macs:,} MACs ({total.flops:,} FLOPs)",
+                f"1×1 convs: {100 * share['params']:.1f}% of params, "
+                f"{100 * share['macs']:.1f}% of MACs"]
+        if self.uncounted:
+            out.append(f"MACs not counted (no formula for these layers): "
+                       f"{', '.join(self.uncounted)}")
+        out.append(f"convention: {self.convention}; {self.mac_scope}")
+        if savings:
+            out += ["", *self._savings_text(depth or 1)]
+        return "\n".join(out)
 
-        return to_text(self, depth=depth, savings=savings)
+    def _savings_text(self, depth: int) -> list[str]:
+        found = self.savings()
+        if not found:
+            return ["savings: no 1×1 conv feeds a k×k conv in this model"]
+        out = ["savings: each 1×1 conv that feeds a k×k conv, against that k×k conv alone on the "
+               "1×1's input (same size, stride and padding)"]
+        rows = [[s.reduce.name, s.conv.name, _channels(s), pair(s.conv.kernel),
+                 f"{s.reduction.direct.macs:,}", f"{s.reduction.reduced.macs:,}",
+                 f"{s.reduction.ratio:.2f}×"] for s in found]
+        out += table(("1×1", "k×k", "channels", "kernel", "k×k alone MACs", "1×1 + k×k MACs",
+                       "ratio"), rows, numeric={4, 5, 6})
+        groups = self.savings_by_group(depth)
+        out += ["", f"per group (depth {depth}): MACs as built, and with every reduced k×k conv "
+                    "on its unreduced input instead"]
+        rows = [[g.name, str(len(g.savings)), f"{g.cost.macs:,}", f"{g.without.macs:,}",
+                 f"{g.without.macs - g.cost.macs:,}", f"{g.ratio:.2f}×"] for g in groups]
+        out += table(("group", "reductions", "MACs", "without reductions", "saved", "ratio"),
+                      rows, numeric={1, 2, 3, 4, 5})
+        return out
 
     def to_dict(self, depth: int | None = None, savings: bool = False) -> dict[str, Any]:
-        from pointwise.analysis.render import to_dict
-
-        return to_dict(self, depth=depth, savings=savings)
+        """A JSON-ready dict: totals, shares, convention, layers, and the requested views."""
+        total = self.total
+        d: dict[str, Any] = {
+            "model": self.model, "input_shape": list(self.input_shape),
+            "convention": self.convention, "mac_scope": self.mac_scope,
+            "totals": total.as_dict(), "share_1x1": self.share(),
+            "by_kind": {k: c.as_dict() for k, c in self.by_kind().items()},
+            "uncounted": self.uncounted,
+            "layers": [la.as_dict() for la in self.layers],
+        }
+        if depth is not None:
+            d["groups"] = [g.as_dict() for g in self.groups(depth)]
+        if savings:
+            d["savings"] = [s.as_dict() for s in self.savings()]
+            d["savings_by_group"] = [g.as_dict() for g in self.savings_by_group(depth or 1)]
+        return d
 
     def to_csv(self, depth: int | None = None, savings: bool = False) -> str:
-        from pointwise.analysis.render import to_csv
-
-        return to_csv(self, depth=depth, savings=savings)
+        """One table as CSV: the savings if asked, else the groups at ``depth``, else the layers."""
+        buf = io.StringIO()
+        if savings:
+            columns: Sequence[str] = SAVING_COLUMNS
+            rows = [s.as_dict() for s in self.savings()]
+        elif depth is not None:
+            columns, rows = GROUP_COLUMNS, [g.as_dict() for g in self.groups(depth)]
+        else:
+            columns, rows = LAYER_COLUMNS, [la.as_dict() for la in self.layers]
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(columns)
+        for row in rows:
+            w.writerow([cell(row[c]) for c in columns])
+        return buf.getvalue()
 
     def to_png(self, path: str | os.PathLike[str], depth: int = 1) -> Path:
-        from pointwise.analysis.render import to_png
+        """A horizontal bar chart of MACs and params per group at ``depth``, split by kind.
 
-        return to_png(self, path, depth=depth)
+        The file appears whole or not at all (:func:`pointwise.files.atomic_write`).
+        """
+        groups = self.groups(depth)
+        kinds = list(dict.fromkeys(la.kind for la in self.layers if la.macs or la.params))
 
+        def per_kind(field: str) -> list[list[float]]:
+            return [[sum(getattr(la, field) for la in g.layers if la.kind == kind)
+                     for g in groups] for kind in kinds]
 
-def analyze(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224), *,
-            name: str | None = None) -> Report:
-    """Trace ``model`` on a meta-device input of ``input_shape`` and count every layer.
-
-    The model is deep-copied without its data onto the meta device and run once in eval
-    mode; ``model`` itself is not changed, moved or run. Every count comes from
-    :mod:`pointwise.cost`. Modules the forward never calls still have their params counted,
-    so ``report.params == sum(p.numel() for p in model.parameters())`` always holds.
-
-    Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
-        ValueError: a bad ``input_shape``, or a forward that fails on it (the message says
-            why: wrong channel count, data-dependent control flow…).
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected an nn.Module to analyze, but got {type(model).__name__}")
-    shape = check_shape(input_shape)
-    label = name or type(model).__name__
-    layers, modules = trace(model, shape, label)
-    report = Report(label, shape, tuple(layers), dict(modules))
-    expected = sum(p.numel() for p in model.parameters())  # parameters() skips shared ones
-    if report.params != expected:  # every module's own tensors are counted exactly once
-        raise AssertionError(f"analyzer counted {report.params} params, but the model has "
-                             f"{expected}; a layer escaped the trace")
-    return report
+        share = self.share()
+        title = (f"{self.model} at {shape(self.input_shape)}: {self.macs:,} MACs, "
+                 f"{self.params:,} params; 1×1 convs hold {100 * share['macs']:.1f}% of "
+                 f"MACs, {100 * share['params']:.1f}% of params")
+        return bar_chart(path, title, [g.name or "(model)" for g in groups], kinds,
+                         per_kind("macs"), per_kind("params"))

@@ -23,16 +23,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from pointwise import checkpoint as ckpt_io
-from pointwise._io import atomic_write
-from pointwise.data import Dataset
-from pointwise.data import load as load_data
-from pointwise.train import TrainConfig, build_model
+from pointwise.files import atomic_write
+from pointwise.training import checkpoint as ckpt_io
+from pointwise.training.data import Dataset
+from pointwise.training.data import load as load_data
+from pointwise.training.train import TrainConfig, build_model
 
 __all__ = ["ExportReport", "export_onnx", "load_model", "predict"]
 
 INPUT, OUTPUT = "input", "logits"
-META_KEY = "pointwise.data"
+META_KEY = "pointwise.training.data"
 
 
 @dataclass

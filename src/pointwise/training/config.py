@@ -1,6 +1,6 @@
 """The settings of a training run: what decides its result, stored in every checkpoint.
 
-Kept apart from :mod:`pointwise.train` because it needs no torch: the command line builds
+Kept apart from :mod:`pointwise.training.train` because it needs no torch: the command line builds
 its parser (and its help's defaults) from here without loading torch for every command.
 """
 

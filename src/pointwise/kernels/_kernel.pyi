@@ -1,5 +1,5 @@
-# The compiled kernels (_kernel.c). rows and cols return False, having done nothing, when an
-# operand is not float32 with unit stride on its last axis (see _native.py).
+# The compiled kernels (csrc/*.c). rows and cols return False, having done nothing, when an
+# operand is not float32 with unit stride on its last axis (see native.py).
 from typing import Any
 
 PARALLEL_MIN_MACS: int

@@ -6,7 +6,7 @@ arithmetic. Here a handful of exact type and shape tests recognise the commonest
 float32/float64 ndarrays of one dtype, stride 1, no padding, one group, activation None,
 ReLU or ReLU6, and an ``out=`` (if any) that is exact and overlaps nothing.
 
-* float32 goes to the compiled kernels (:mod:`pointwise._native`) at any size, when they
+* float32 goes to the compiled kernels (:mod:`pointwise.kernels.native`) at any size, when they
   are built and take the operands (a view needs no copy): they fuse bias and ReLU, so the
   full path's blocks would add nothing but the planning;
 * otherwise, at most ``MAX_MACS`` multiply-adds (where the planning is a sizeable share of
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pointwise import _native
+from pointwise.kernels import native as _native
 
 # Above this many multiply-adds the arithmetic (≥ ~20 µs) outweighs the full path's planning,
 # and a fused call's epilogue is better done block by block while the block is in cache.
@@ -50,7 +50,7 @@ def _on_kernels(x: np.ndarray, w: np.ndarray, y: np.ndarray, bias: np.ndarray | 
                 act: int, channels_last: bool, pixels: int, c: int, f: int, macs: int) -> bool:
     """The conv of a C-contiguous x on the compiled kernels, if they take the operands;
     False, with nothing written, otherwise. (The tutorial's call is ~2 µs in all, so this
-    calls the kernels without the wrappers of :mod:`pointwise._native`.)"""
+    calls the kernels without the wrappers of :mod:`pointwise.kernels.native`.)"""
     kernel = _native._kernel
     if kernel is None:
         return False

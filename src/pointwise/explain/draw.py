@@ -1,4 +1,5 @@
-"""Drawings of a :class:`~pointwise.explain.Trace`: annotated heatmaps, as a PNG.
+"""Drawings of a 1×1 conv's arrays (what :meth:`~pointwise.explain.Trace.to_png` draws):
+annotated heatmaps, as a PNG.
 
 matplotlib (the ``plot`` extra) is imported inside the function only, and drawn on an Agg
 canvas, so no display or global backend is touched; ``import pointwise`` never loads it.
@@ -8,26 +9,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from pointwise._io import atomic_write
-from pointwise.explain import fmt_number
+from pointwise.explain.text import fmt_number
+from pointwise.files import atomic_write
 from pointwise.layout import LAYOUTS
 
-if TYPE_CHECKING:
-    from pointwise.explain import Trace
-
-__all__ = ["draw_trace"]
+__all__ = ["draw"]
 
 _Planes = list[tuple[int, np.ndarray]]  # (channel index, (H, W) plane)
 
 
-def draw_trace(trace: Trace, path: str | os.PathLike[str]) -> Path:
-    """Draw the input channels, the filter and the output of ``trace`` into the PNG ``path``.
+def draw(x: np.ndarray, weight: np.ndarray, y: np.ndarray, layout: str,
+         path: str | os.PathLike[str]) -> Path:
+    """Draw the input channels, the filter and the output of a 1×1 conv in ``layout`` (its
+    weight in that layout's format) into the PNG ``path``.
 
-    The file appears whole or not at all (:func:`pointwise._io.atomic_write`).
+    The file appears whole or not at all (:func:`pointwise.files.atomic_write`).
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -35,7 +35,7 @@ def draw_trace(trace: Trace, path: str | os.PathLike[str]) -> Path:
     except ImportError:
         raise ImportError("expected matplotlib to draw a PNG, but it is not installed; "
                           "install it with: pip install 'pointwise-conv[plot]'") from None
-    xs, w, ys = _planes(trace)
+    xs, w, ys = _planes(x, weight, y, layout)
     panels = [(f"input c={c}", a, "viridis") for c, a in xs]
     panels += [("filter w[c, f]", w, "coolwarm")]
     panels += [(f"output f={f}", a, "viridis") for f, a in ys]
@@ -44,18 +44,19 @@ def draw_trace(trace: Trace, path: str | os.PathLike[str]) -> Path:
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, a, cmap) in zip(axes, panels, strict=True):
         _heatmap(ax, a.astype(np.float64), title, cmap)
-    fig.suptitle(f"1×1 conv, {trace.layout}: {trace.input.shape} → {trace.output.shape}")
+    fig.suptitle(f"1×1 conv, {layout}: {x.shape} → {y.shape}")
     with atomic_write(path) as fh:
         fig.savefig(fh, format="png", dpi=100)
     return Path(path)
 
 
-def _planes(t: Trace) -> tuple[_Planes, np.ndarray, _Planes]:
+def _planes(x: np.ndarray, weight: np.ndarray, y: np.ndarray,
+            layout: str) -> tuple[_Planes, np.ndarray, _Planes]:
     """Image 0's first input and output channels as (H, W) planes; the weight as (C, F)."""
-    channels_last, batched = LAYOUTS[t.layout]
-    x = t.input[0] if batched else t.input  # (H, W, C) or (C, H, W)
-    y = t.output[0] if batched else t.output  # (H, W, F) or (F, H, W)
-    w = t.weight[0, 0] if t.weight.ndim == 4 and channels_last else t.weight  # (C, F)
+    channels_last, batched = LAYOUTS[layout]
+    x = x[0] if batched else x  # (H, W, C) or (C, H, W)
+    y = y[0] if batched else y  # (H, W, F) or (F, H, W)
+    w = weight[0, 0] if weight.ndim == 4 and channels_last else weight  # (C, F)
     if channels_last:
         x, y = np.moveaxis(x, -1, 0), np.moveaxis(y, -1, 0)  # (C, H, W), (F, H, W)
     else:

@@ -6,14 +6,14 @@ Shapes use one alphabet: N, C (in), F (out), G (groups), M rows of a channels-la
 P pixels of a channels-first block.
 
 float32 calls with one group and an activation the kernels fuse go to the compiled kernels
-(:mod:`pointwise._native`) when they are built and the CPU has AVX-512. The rest run on
+(:mod:`pointwise.kernels.native`) when they are built and the CPU has AVX-512. The rest run on
 NumPy's BLAS in one of two ways, one rule for plain and fused calls alike (see
 ``POOL_MIN_MACS``):
 
 * little work: on the calling thread with OpenBLAS's own threads; a plain call is one GEMM
   over all pixels, exactly ``np.matmul``, and a fused one runs its blocks in order;
 * more work: the pixels are cut into an equal number of blocks per core
-  (:func:`pointwise._blas.parallel_rows`), each core running single-threaded BLAS on its
+  (:func:`pointwise.kernels.blas.parallel_rows`), each core running single-threaded BLAS on its
   blocks, so the epilogue (bias, activation) runs on every core while its block is still
   in that core's cache, and no OpenBLAS worker spins against the pool. A plain call gets one
   block per core; a fused one gets cache-sized blocks. The epilogue's constant blocks (the
@@ -31,8 +31,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from pointwise import _native, activations
-from pointwise._blas import cores, parallel_rows
+from pointwise import activations
+from pointwise.kernels import native
+from pointwise.kernels.blas import cores, parallel_rows
 
 __all__ = ["forward_channels_first", "forward_channels_last", "view_as"]
 
@@ -181,7 +182,7 @@ def forward_channels_last(
         x2 = view_as(xi, (m, c)) if xi.dtype == cd else None  # (M, C), no copy
         # (M, C) @ (C, F) -> (M, F), epilogue fused, on the compiled kernels; they gather a
         # strided xi (N, Hi, Wi, C) themselves, slab by slab
-        if wg.shape[0] == 1 and _native.rows(xi if x2 is None else x2, wg[0], y2, b, act):
+        if wg.shape[0] == 1 and native.rows(xi if x2 is None else x2, wg[0], y2, b, act):
             return
         if x2 is None:  # strided or cast: the one gather, into a contiguous buffer
             x2 = np.asarray(xi, dtype=cd, order="C").reshape(m, c)  # (M, C)
@@ -249,7 +250,7 @@ def forward_channels_first(
         if x3 is None:  # strided or cast: the one gather, into a contiguous buffer
             x3 = np.asarray(xi, dtype=cd, order="C").reshape(n, c, pix)  # (N, C, P)
 
-        if wg.shape[0] == 1 and _native.cols(wg[0], x3, y3, b, act):
+        if wg.shape[0] == 1 and native.cols(wg[0], x3, y3, b, act):
             return  # (F, C) @ (N, C, P) -> (N, F, P), epilogue fused, on the compiled kernels
         if not fused and macs < POOL_MIN_MACS:  # one batched GEMM on OpenBLAS's threads
             g, fg, cg = wg.shape

@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,11 @@ import numpy as np
 
 from pointwise.conv import conv1x1
 from pointwise.cost import CONVENTION, Cost, conv_cost
+from pointwise.explain.examples import AXES, tutorial_example
+from pointwise.explain.text import Number, factor, fmt_number, labelled
 from pointwise.layout import LAYOUTS, Problem, as_array, check_forward
 
-__all__ = ["PixelLine", "Trace", "explain", "random_filter", "random_input", "tutorial_example"]
-
-Number = int | float
-
-# The tutorial's example, HWC input and HWIO filter; tutorial_example() moves it to a layout.
-TUTORIAL_X = [[[1, 2], [3, 4], [5, 6]], [[7, 8], [9, 10], [11, 12]], [[13, 14], [15, 16], [17, 18]]]
-TUTORIAL_W = [[[[1], [2]]]]
+__all__ = ["PixelLine", "Trace", "explain"]
 
 # y as each layout indexes it; w is the weight as the matrix that check_forward returns.
 _FORMULA = {
@@ -46,7 +41,6 @@ _FORMULA = {
     "CHW": "y[f, i, j] = Σ_c x[c, i, j] · w[f, c]",
     "NCHW": "y[n, f, i, j] = Σ_c x[n, c, i, j] · w[f, c]",
 }
-_AXES = {"HWC": "H, W, C", "NHWC": "N, H, W, C", "CHW": "C, H, W", "NCHW": "N, C, H, W"}
 _WEIGHT_AXES = {(True, 4): "HWIO (kh, kw, C, F)", (True, 2): "(C, F)",
                 (False, 4): "OIHW (F, C, kh, kw)", (False, 2): "(F, C)"}
 
@@ -74,11 +68,11 @@ class PixelLine:
             label = f"image {self.image} {label}"
         if self.filters > 1:
             label += f" f={self.filter}"
-        parts = [f"{_factor(a)}·{_factor(b)}" for a, b in self.terms[:max_terms]]
+        parts = [f"{factor(a)}·{factor(b)}" for a, b in self.terms[:max_terms]]
         if len(self.terms) > max_terms:
             parts.append(f"… {len(self.terms) - max_terms} more terms")
         if self.bias is not None:
-            parts.append(_factor(self.bias))
+            parts.append(factor(self.bias))
         return f"{label}: {' + '.join(parts) or '0'} = {fmt_number(self.value)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,16 +143,16 @@ class Trace:
     def to_text(self, max_terms: int = 8, max_items: int = 100) -> str:
         """The trace as text; arrays of more than ``max_items`` elements are summarized."""
         c, f = self.channels
-        axes = _AXES[self.layout]
+        axes = AXES[self.layout]
         out = [f"1×1 convolution, layout {self.layout}: {self.formula}",
                f"  input  x {self.input.shape}  ({axes})",
                f"  filter w {self.weight.shape}  {self.weight_format}"]
         if self.bias is not None:
             out.append(f"  bias   b {self.bias.shape}")
         out += [f"  output y {self.output.shape}  ({axes.replace('C', 'F')})", "",
-                _labelled("x", self.input, max_items), _labelled("w", self.weight, max_items)]
+                labelled("x", self.input, max_items), labelled("w", self.weight, max_items)]
         if self.bias is not None:
-            out.append(_labelled("b", self.bias, max_items))
+            out.append(labelled("b", self.bias, max_items))
         out += ["", f"each output value = Σ over the {c} channels of one pixel's x · one "
                     f"filter's w ({f} filter{'s' * (f != 1)}):"]
         out += [line.text(max_terms) for line in self.lines]
@@ -167,7 +161,7 @@ class Trace:
                        f"({self.total_lines} in all)")
         c1, c3, r = self.cost, self.cost3x3, self.ratios()
         times = {k: "n/a" if v is None else f"{v:.3g}×" for k, v in r.items()}
-        out += ["", _labelled("y", self.output, max_items), "",
+        out += ["", labelled("y", self.output, max_items), "",
                 f"cost ({CONVENTION}):",
                 f"  this 1×1 conv:                      {c1.params} params, {c1.macs} MACs",
                 f"  a 3×3 conv, same channels, pad 1:   {c3.params} params, {c3.macs} MACs",
@@ -177,11 +171,11 @@ class Trace:
     def to_png(self, path: str | os.PathLike[str]) -> Path:
         """Draw the input channels, the filter and the output as annotated heatmaps.
 
-        Needs matplotlib (the ``plot`` extra); see :func:`pointwise.draw.draw_trace`.
+        Needs matplotlib (the ``plot`` extra); see :func:`pointwise.explain.draw.draw`.
         """
-        from pointwise.draw import draw_trace
+        from pointwise.explain.draw import draw
 
-        return draw_trace(self, path)
+        return draw(self.input, self.weight, self.output, self.layout, path)
 
 
 def explain(
@@ -228,61 +222,6 @@ def explain(
                  cost3x3=conv_cost(c, f, 3, padding=1, **kw))
 
 
-def tutorial_example(layout: str = "HWC") -> tuple[np.ndarray, np.ndarray]:
-    """The tutorial's (3, 3, 2) input and 2→1 filter, in ``layout``'s conventions.
-
-    >>> [a.shape for a in tutorial_example("NCHW")]
-    [(1, 2, 3, 3), (1, 2, 1, 1)]
-    """
-    channels_last, batched = LAYOUTS[layout]
-    x, w = np.array(TUTORIAL_X), np.array(TUTORIAL_W)  # (H, W, C), (1, 1, C, F) HWIO
-    if not channels_last:
-        x, w = x.transpose(2, 0, 1), w.transpose(3, 2, 0, 1)  # (C, H, W), (F, C, 1, 1) OIHW
-    return (x[None] if batched else x), w
-
-
-def random_input(shape: Sequence[int], *, layout: str = "HWC", seed: int = 0) -> np.ndarray:
-    """A random input of integers 0..9: small enough to add up by eye, and exact.
-
-    ``shape`` is (H, W, C), or (N, H, W, C) for a batched layout, whatever the layout's axis
-    order; the array comes back in that order. The same seed gives the same array.
-
-    >>> random_input((2, 3, 4), layout="CHW").shape
-    (4, 2, 3)
-    """
-    channels_last, batched = LAYOUTS[layout]
-    dims = tuple(int(s) for s in shape)
-    if batched and len(dims) == 3:
-        dims = (1, *dims)  # one image
-    if len(dims) != 3 + batched or min(dims) < 0:
-        want = "NxHxWxC (or HxWxC)" if batched else "HxWxC"
-        hint = f"; use layout {'N' + layout!r} for a batch" if len(dims) == 4 else ""
-        raise ValueError(f"expected a {want} shape for layout {layout!r}, but got "
-                         f"{'x'.join(map(str, dims))}{hint}")
-    x = np.random.default_rng(seed).integers(0, 10, size=dims)  # ([N,] H, W, C)
-    return x if channels_last else np.moveaxis(x, -1, -3)  # ([N,] C, H, W)
-
-
-def random_filter(x: Any, filters: int, *, layout: str = "HWC", seed: int = 0) -> np.ndarray:
-    """A random filter of integers -3..3 for ``x``: (1, 1, C, F) HWIO or (F, C, 1, 1) OIHW.
-
-    Its random stream is independent of :func:`random_input`'s for the same seed.
-
-    >>> random_filter(random_input((2, 2, 3)), 4).shape
-    (1, 1, 3, 4)
-    """
-    channels_last, batched = LAYOUTS[layout]
-    xa = as_array(x, "x")
-    if xa.ndim != 3 + batched:
-        raise ValueError(f"expected a {3 + batched}-D x ({_AXES[layout]}) for layout "
-                         f"{layout!r}, but got x of shape {xa.shape}")
-    if filters < 1:
-        raise ValueError(f"expected at least 1 filter, but got {filters}")
-    c = xa.shape[-1 if channels_last else -3]
-    w = np.random.default_rng([seed, 1]).integers(-3, 4, size=(c, filters))  # (C, F)
-    return w[None, None] if channels_last else w.T[:, :, None, None]  # HWIO or OIHW
-
-
 # ------------------------------------------------------------------------------- helpers
 def _exact(a: np.ndarray) -> np.ndarray:
     # Narrow integer types would wrap in the operator; int64 keeps every sum here exact.
@@ -324,39 +263,3 @@ def _scalar(v: Any) -> Number:
 
 def _plain(a: np.ndarray) -> Any:
     return a.tolist() if a.dtype.kind in "iu" else a.astype(np.float64).tolist()
-
-
-def fmt_number(v: Number) -> str:
-    return str(v) if isinstance(v, int) else format(v, ".4g")
-
-
-def _factor(v: Number) -> str:
-    return f"({fmt_number(v)})" if v < 0 else fmt_number(v)
-
-
-def _nested(a: np.ndarray, width: int) -> str:
-    """A nested list: the outer axes go one index per line, as few as make every line fit."""
-    text = fmt_number(a.item()) if a.ndim == 0 else ""
-    for depth in range(a.ndim):
-        text = _split(a, depth)
-        if max(len(line) for line in text.splitlines()) <= width:
-            break
-    return text
-
-
-def _split(a: np.ndarray, depth: int) -> str:
-    if a.ndim == 0:
-        return fmt_number(a.item())
-    sep = ",\n " if depth > 0 else ", "
-    return "[" + sep.join(_split(s, depth - 1).replace("\n", "\n ") for s in a) + "]"
-
-
-def _labelled(name: str, a: np.ndarray, max_items: int, width: int = 92) -> str:
-    prefix = f"{name} = "
-    if a.size > max_items:  # numpy's own summary: the edges of each axis, "..." between
-        fmt: Any = {"int_kind": str, "float_kind": lambda v: fmt_number(float(v))}
-        with np.printoptions(threshold=0, edgeitems=1, linewidth=width, formatter=fmt):
-            body = np.array2string(a, separator=", ", prefix=prefix)
-        return f"{prefix}{body}  # {a.size} values, summarized"
-    body = _nested(a if a.dtype.kind in "iu" else a.astype(np.float64), width - len(prefix))
-    return prefix + body.replace("\n", "\n" + " " * len(prefix))

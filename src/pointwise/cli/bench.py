@@ -1,9 +1,8 @@
 """The ``bench`` subcommand: parser and runner, nothing more (the work is pointwise.bench).
 
 ``add_parsers(sub)`` registers ``bench`` on the program's subparsers; ``run_bench`` returns
-an exit status: 0, 1 when any output failed its verification, 2 on a usage error. Until
-``pointwise.cli`` calls ``add_parsers`` this module is its own program:
-``python -m pointwise.bench_cli bench --suite ops --quick``.
+an exit status: 0, 1 when any output failed its verification, 2 on a usage error. This
+module is also its own program: ``python -m pointwise.cli.bench bench --suite ops --quick``.
 """
 
 from __future__ import annotations
@@ -17,12 +16,13 @@ __all__ = ["add_parsers", "main", "run_bench"]
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``bench`` on ``sub`` (imports nothing heavy, so ``--help`` stays fast)."""
+    from pointwise.bench.suites import SUITES
     p = sub.add_parser(
         "bench", help="time the 1×1 conv against its peers, verified, on this machine",
         description="Measure the machine's roofs, then time pointwise and every importable "
         "peer (torch, numpy, onnxruntime, JAX, TensorFlow) on the ops or models suite. "
         "Every output is verified against a float64 reference before it is timed.")
-    p.add_argument("--suite", choices=("ops", "models"), default="ops",
+    p.add_argument("--suite", choices=tuple(SUITES), default="ops",
                    help="ops: the 1x1 shapes (forward, fused, backward); models: ResNet-50, "
                    "MobileNetV2, GoogLeNet at batch 8, 224x224 (default ops)")
     p.add_argument("--quick", action="store_true",

@@ -1,4 +1,4 @@
-"""The compiled float32 kernels (``_kernel.c``): what they take, and the switch that turns
+"""The compiled float32 kernels (``csrc/``): what they take, and the switch that turns
 them off.
 
 The kernels compute ``act(A @ B + bias)`` with bias and ReLU/ReLU6 applied to each output
@@ -10,7 +10,7 @@ which hands work over in about a microsecond where a sleeping thread needs ~60 Â
 They are built when the package is installed, for x86-64 CPUs, in two instruction sets
 (:data:`ISA`). AVX-512 is used where the CPU has it. The AVX2 kernels run only on request,
 ``POINTWISE_NATIVE=avx2``: they fuse the epilogue as well, but on compute-bound plain GEMMs
-OpenBLAS's own AVX2 kernels were faster (measured on Zen 4 running both; see ``_kernel.c``).
+OpenBLAS's own AVX2 kernels were faster (measured on Zen 4 running both; see ``csrc/microkernels.c``).
 ``POINTWISE_NATIVE=0`` switches the kernels off. Where they are off or missing (no compiler
 at install time, another CPU), :data:`ENABLED` is False and every call runs on NumPy's BLAS,
 with the same results to rounding.
@@ -29,7 +29,7 @@ from types import ModuleType
 
 import numpy as np
 
-from pointwise._blas import cores
+from pointwise.kernels.blas import cores
 
 __all__ = ["ENABLED", "ISA", "cols", "host_openmp", "rows"]
 
@@ -39,7 +39,7 @@ def _load() -> ModuleType | None:
     if choice == "0":
         return None
     try:
-        from pointwise import _kernel
+        from pointwise.kernels import _kernel
     except ImportError:  # not built: no C compiler at install time, or another platform
         return None
     if choice in ("avx512", "avx2") and not _kernel.select(choice):
@@ -52,7 +52,7 @@ ENABLED = _kernel is not None
 #: The kernels' instruction set, ``"avx512"`` or ``"avx2"``; None when they are off.
 ISA: str | None = None if _kernel is None else _kernel.isa()
 
-#: The activations the kernels fuse, by their code in _kernel.c.
+#: The activations the kernels fuse, by their code in csrc/pointwise.h.
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}
 
 def threads(macs: int) -> int:

@@ -1,9 +1,11 @@
-"""Pick the implementation for an argument's array library, without importing any library.
+"""Array backends: which library computes an argument, without importing any library.
 
 NumPy arrays, lists and scalars take the NumPy core. A torch tensor or a JAX array is routed
 to that library's implementation, which returns the same type. Like einops and
 array-api-compat, this looks only at the type's module, so a library the caller has not
-imported is never imported here.
+imported is never imported here. The backends themselves: :mod:`pointwise.backends.jax`,
+and :mod:`pointwise.nn.functional` for torch (it lives with the rest of the torch
+integration).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ __all__ = ["backend_for"]
 # module-name prefix of the array type -> module that implements conv1x1 for it
 _BACKENDS = {
     "torch": "pointwise.nn.functional",
-    "jax": "pointwise._jax",
-    "jaxlib": "pointwise._jax",
+    "jax": "pointwise.backends.jax",
+    "jaxlib": "pointwise.backends.jax",
 }
 
 

@@ -1,0 +1,88 @@
+/* The channels-last driver: Y[m, :] = act(X[m, :] @ W + bias + R[m, :]), the pixels' rows
+ * of X read in place (or gathered, slab by slab, when a stride leaves them unevenly spaced),
+ * W packed into panels that stay in L2. */
+#include "pointwise.h"
+
+#ifdef PW_X86
+#include <string.h>
+
+/* Bp[k, 0:NR] = B[k, 0:nr] for k < kc, zero-padded to NR columns. */
+static void pack_panel(const float *B, idx ldb, idx kc, int nr, int NR, float *Bp) {
+    for (idx k = 0; k < kc; k++) {
+        memcpy(Bp + k * NR, B + k * ldb, (size_t)nr * sizeof(float));
+        if (nr < NR) memset(Bp + k * NR + nr, 0, (size_t)(NR - nr) * sizeof(float));
+    }
+}
+
+static void gather_rows(const float *X, const grid_t *g, idx m0, idx m1, idx pc, idx kc,
+                        float *G) {
+    idx j = m0 % g->wo, i = (m0 / g->wo) % g->ho, n = m0 / (g->wo * g->ho);
+    for (idx m = m0; m < m1; m++) {
+        memcpy(G + (m - m0) * kc, X + n * g->sn + i * g->sh + j * g->sw + pc,
+               (size_t)kc * sizeof(float));
+        if (++j == g->wo) {
+            j = 0;
+            if (++i == g->ho) { i = 0; n++; }
+        }
+    }
+}
+
+/* Channels-last: Y[m, :] = act(X[m, :] @ W + bias + R[m, :]) for m in [m0, m1); R may be
+ * NULL. */
+static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const float *X, idx ldx,
+                       const grid_t *grid, const float *W, idx ldw, float *Y, idx ldy,
+                       const float *bias, const float *R, idx ldr, int act) {
+    const shape_t *s = pw_rows_shape(isa, N);
+    const int vw = isa->vw, NR = s->nv * vw;
+    const idx kcb = min_i(K, KC);
+    /* The packed W block (kcb x NC) is kept in L2, 512 KiB of it. */
+    idx NC = (idx)(512 * 1024 / sizeof(float)) / kcb / NR * NR;
+    if (NC < NR) NC = NR;
+    if (NC > N) NC = N;
+    const idx slab = 4 * s->mr * 8;
+    float *Bp = pw_scratch(0, (size_t)(kcb * (NC + NR)));
+    float *G = grid ? pw_scratch(1, (size_t)(slab * kcb)) : NULL;
+    if (Bp == NULL || (grid && G == NULL)) return -1;
+    for (idx jc = 0; jc < N; jc += NC) {
+        const idx nc = min_i(N - jc, NC);
+        for (idx pc = 0; pc < K; pc += KC) {
+            const idx kc = min_i(K - pc, KC);
+            const int first = pc == 0, last = pc + kc >= K;
+            for (idx j = 0; j < nc; j += NR) {
+                const int nr = (int)min_i(nc - j, NR);
+                pack_panel(W + pc * ldw + jc + j, ldw, kc, nr, (nr + vw - 1) / vw * vw, Bp + j * kc);
+            }
+            /* rows outermost, in slabs, so each slab of X is read from cache for every panel */
+            for (idx i = m0; i < m1; i += slab) {
+                const idx i1 = min_i(m1, i + slab);
+                /* the slab's rows of X: in place, or gathered into G (row stride kc) */
+                const float *A = X + pc + i * ldx;
+                idx lda = ldx;
+                if (grid) {
+                    gather_rows(X, grid, i, i1, pc, kc, G);
+                    A = G;
+                    lda = kc;
+                }
+                for (idx j = 0; j < nc; j += NR) {
+                    const int nr = (int)min_i(nc - j, NR), nv = (nr + vw - 1) / vw;
+                    pw_tile_rows(s->by_nv[nv], s->tail[nv], s->mr, 0, i1 - i, kc, A, lda,
+                                 Bp + j * kc, nv * vw, Y + i * ldy + jc + j, ldy, nr, first, last,
+                                 bias ? bias + jc + j : NULL, NULL,
+                                 R ? R + i * ldr + jc + j : NULL, ldr, act, 0);
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+void pw_rows_part(void *arg, int part, int parts) {
+    rows_job *j = arg;
+    const idx unit = pw_rows_shape(j->isa, j->N)->mr;  /* whole tiles: only the last part has a tail */
+    const idx per = (j->M + parts * unit - 1) / (parts * unit) * unit;
+    const idx m0 = min_i(j->M, part * per), m1 = min_i(j->M, m0 + per);
+    if (m0 < m1 && rows_driver(j->isa, m0, m1, j->K, j->N, j->X, j->ldx, j->grid, j->W, j->ldw, j->Y,
+                               j->ldy, j->bias, j->R, j->ldr, j->act) != 0)
+        atomic_store(&j->failed, 1);
+}
+#endif
