@@ -10,7 +10,8 @@ which hands work over in about a microsecond where a sleeping thread needs ~60 Â
 They are built when the package is installed, for x86-64 CPUs, in two instruction sets
 (:data:`ISA`). AVX-512 is used where the CPU has it. The AVX2 kernels run only on request,
 ``POINTWISE_NATIVE=avx2``: they fuse the epilogue as well, but on compute-bound plain GEMMs
-OpenBLAS's own AVX2 kernels were faster (measured on Zen 4 running both; see ``csrc/microkernels.c``).
+OpenBLAS's own AVX2 kernels were faster (measured on Zen 4 running both; see
+``csrc/microkernels.c``).
 ``POINTWISE_NATIVE=0`` switches the kernels off. Where they are off or missing (no compiler
 at install time, another CPU), :data:`ENABLED` is False and every call runs on NumPy's BLAS,
 with the same results to rounding.
