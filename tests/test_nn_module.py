@@ -182,7 +182,8 @@ def test_groups_repr_and_bad_arguments():
 
 
 def test_wrong_input_channels_error_names_both_shapes():
-    with pytest.raises(ValueError, match=r"\(8, 3, 1, 1\).*\(2, 5, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"input \(2, 5, 4, 4\) to have 3 channels for weight "
+                                         r"\(8, 3, 1, 1\), but got 5"):
         Conv1x1(3, 8)(torch.randn(2, 5, 4, 4))
 
 

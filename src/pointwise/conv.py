@@ -68,8 +68,9 @@ def conv1x1(
 
     Args:
         x: input; (N, H, W, C) for ``NHWC``, (H, W, C) for ``HWC``, (N, C, H, W) for ``NCHW``,
-            (C, H, W) for ``CHW``. Lists and integer arrays are accepted; integers compute
-            exactly.
+            (C, H, W) for ``CHW``. NumPy arrays, lists, torch tensors and JAX arrays: a
+            torch tensor (autograd flows) or a JAX array is computed by its own library and
+            the result comes back as the type passed in. Integers compute exactly.
         weight: (1, 1, C/G, F) HWIO or (C/G, F) for channels-last layouts; (F, C/G, 1, 1) OIHW
             or (F, C/G) for channels-first ones: each layout takes its framework's convention.
         bias: (F,) or None.

@@ -118,11 +118,19 @@ class Conv1x1(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``activation(conv(x) + bias + residual)``; ``residual`` (the output's shape) is
         optional, a residual block's shortcut added before the activation."""
-        return PF.conv1x1(
-            x, self.weight, self.bias, layout="CHW" if x.dim() == 3 else "NCHW",
-            stride=self.stride, padding=self.padding, groups=self.groups,
-            activation=self.activation, residual=residual,
-        )
+        try:
+            return PF.conv1x1(
+                x, self.weight, self.bias, layout="CHW" if x.dim() == 3 else "NCHW",
+                stride=self.stride, padding=self.padding, groups=self.groups,
+                activation=self.activation, residual=residual,
+            )
+        except ValueError:  # the weight is this module's: name the input's channels instead
+            if x.dim() in (3, 4) and x.shape[-3] != self.in_channels:
+                raise ValueError(
+                    f"expected input {tuple(x.shape)} to have {self.in_channels} channels "
+                    f"for weight {tuple(self.weight.shape)}, but got {x.shape[-3]} channels "
+                    f"instead") from None
+            raise
 
     def extra_repr(self) -> str:
         parts = [str(self.in_channels), str(self.out_channels)]
