@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import pytest
 import torch
@@ -72,15 +73,50 @@ def test_train_command_prints_progress_epochs_and_summary(tmp_path, capsys):
             "--out", str(tmp_path)]
     assert main(argv) == 0
     out, err = capsys.readouterr()
-    assert "epoch 1/2" in err and "loss=" in err and "img_s=" in err  # tqdm bar on stderr
+    assert err == ""  # piped: no bar (its carriage returns are noise in a file)
     epochs = [line for line in out.splitlines() if line.startswith("epoch")]
     assert len(epochs) == 2 and all("test acc" in line for line in epochs)
     assert "done: nin_digits on digits, epoch 2/2" in out
     # --resume with the options left out takes them from the checkpoint; nothing left to do
-    assert main(["train", "nin_digits", "--out", str(tmp_path), "--resume", "--no-progress"]) == 0
+    assert main(["train", "nin_digits", "--out", str(tmp_path), "--resume", "--quiet"]) == 0
     assert "resumed from" in capsys.readouterr().out
     assert main(["train", "nin_digits", "--out", str(tmp_path), "--resume", "--lr", "1"]) == 2
-    assert "pointwise: error: expected the checkpoint's settings" in capsys.readouterr().err
+    assert "error: expected the checkpoint's settings" in capsys.readouterr().err
+
+
+def test_progress_is_a_bar_on_a_terminal_and_nothing_with_quiet(tmp_path, capsys,
+                                                                 monkeypatch):
+    argv = ["train", "nin_digits", "--epochs", "1", "--limit-batches", "2", "--threads", "1"]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "epoch 1/1" in err and "loss=" in err and "img_s=" in err  # tqdm's live bar
+    assert main([*argv, "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and not any(line.startswith("epoch") for line in out.splitlines())
+    assert "done: nin_digits" in out
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(tmp_path, capsys):
+    argv = ["train", "nin_digits", "--limit-batches", "2", "--threads", "1", "--quiet",
+            "--out", str(tmp_path)]
+    assert main([*argv, "--epochs", "2"]) == 0
+    first = ck.load(tmp_path / "checkpoint.pt")
+    assert main([*argv, "--epochs", "3", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "extended to 3 epochs" in out and "epoch 3/3" in out
+    state = ck.load(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 3 and state["config"]["epochs"] == 3
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    assert state["history"][:2] == first["history"]
+    # the one-cycle schedule spans the 3 epochs: 6 steps taken of 6, so it ends where a run
+    # that was 3 epochs long from the start ends
+    assert state["scheduler"]["total_steps"] == 6 and state["scheduler"]["last_epoch"] == 6
+    # fewer epochs than done is refused; a changed setting other than epochs still is
+    assert main([*argv, "--epochs", "2", "--resume"]) == 2
+    assert "expected --epochs ≥ 3" in capsys.readouterr().err
+    assert main([*argv, "--epochs", "4", "--resume", "--seed", "5"]) == 2
+    assert "seed" in capsys.readouterr().err
 
 
 def test_add_parsers_registers_the_three_commands():
@@ -100,7 +136,7 @@ def test_small_mobilenet_and_resnet_variants_learn(name):
 
 
 def test_resume_without_a_checkpoint_starts_afresh(tmp_path, capsys):
-    argv = ["train", "nin_digits", "--epochs", "1", "--limit-batches", "2", "--no-progress",
+    argv = ["train", "nin_digits", "--epochs", "1", "--limit-batches", "2", "--quiet",
             "--out", str(tmp_path), "--resume"]
     assert main(argv) == 0
     assert "starting from epoch 0" in capsys.readouterr().out

@@ -99,7 +99,10 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
     Args:
         out: folder for checkpoints (created); None trains without writing.
         resume: continue from ``out/checkpoint.pt`` if it exists (else start, saying so);
-            its config must equal ``config``.
+            its config must equal ``config`` except ``epochs``: a different ``epochs``
+            (at least those done) extends or shortens the run, the one-cycle schedule then
+            spanning the new length from the step reached (so an extended run is not
+            bitwise equal to one that had that length from the start).
         threads: torch intra-op threads while training (restored afterwards); None keeps
             torch's setting. The default is 1: for models this small a second thread gains
             little, and on a busy machine OpenMP's spinning barriers made 2 threads 5-20×
@@ -109,7 +112,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, resume: bool = 
         device: torch device. ``threads`` and ``device`` do not change the stored config.
         distributed: join torchrun's process group (see :mod:`pointwise.training.distributed`).
         log: where the per-epoch lines and the summary go (rank 0 only).
-        progress: a tqdm bar per epoch on stderr (rank 0 only).
+        progress: a tqdm bar per epoch on stderr when it is a terminal (rank 0 only).
         stop_after_epochs: return after this many epochs of this call, as an interruption
             would (tests use it).
     """
@@ -165,10 +168,15 @@ def _run(config: TrainConfig, ctx: dist_io.Context, path: Path | None,
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ckpt_io.set_rng_state(state["rng"])
         start, history = int(state["epoch"]), list(state["history"])
-        log(f"resumed from {path} after epoch {start}/{config.epochs}")
+        if int(state["config"]["epochs"]) == config.epochs:
+            scheduler.load_state_dict(state["scheduler"])
+        else:  # a new length: the one-cycle schedule spans it, taken up at the step reached
+            _seek(scheduler, start * steps)
+        ckpt_io.set_rng_state(state["rng"])
+        was = int(state["config"]["epochs"])
+        log(f"resumed from {path} after epoch {start}/{was}"
+            + (f", extended to {config.epochs} epochs" if was != config.epochs else ""))
     net = nn.parallel.DistributedDataParallel(model) if ctx.world_size > 1 else model
     if ctx.is_main and path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,8 +228,10 @@ def _epoch(net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
 
     net.train()
     total, seen, t0 = 0.0, 0, time.perf_counter()
+    # a live bar on a terminal only: piped, its carriage returns are noise (the epoch lines
+    # are the progress there)
     bar = tqdm(total=steps, desc=desc, unit="step", file=sys.stderr, leave=False,
-               disable=not progress, dynamic_ncols=True)
+               disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
     with bar:
         for idx in batches:
             index = torch.as_tensor(idx)
@@ -279,12 +289,27 @@ def _resume_state(path: Path | None, config: TrainConfig,
         return None
     state = ckpt_io.load(path)
     stored = state["config"]
-    diff = {k: (stored.get(k), v) for k, v in config.to_dict().items() if stored.get(k) != v}
+    done = int(state["epoch"])
+    if config.epochs < done:
+        raise ValueError(f"expected --epochs ≥ {done} to resume {path}, which has done {done} "
+                         f"epochs, but got {config.epochs}")
+    # more (or fewer) epochs is a longer (shorter) run of the same training; anything else
+    # would be another run
+    diff = {k: (stored.get(k), v) for k, v in config.to_dict().items()
+            if stored.get(k) != v and k != "epochs"}
     if diff:
         what = ", ".join(f"{k} {a!r} (checkpoint) vs {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"expected the checkpoint's settings to resume {path}, but got "
                          f"{what}; drop those options or start a new --out")
     return state
+
+
+def _seek(scheduler: Any, step: int) -> None:
+    """Step a fresh schedule ``step`` times (learning rate and momentum), as if it had run."""
+    with warnings.catch_warnings():  # "step() before optimizer.step()": on purpose here
+        warnings.simplefilter("ignore")
+        for _ in range(step):
+            scheduler.step()
 
 
 def _seed_everything(seed: int) -> None:
