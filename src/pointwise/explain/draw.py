@@ -23,21 +23,24 @@ _Planes = list[tuple[int, np.ndarray]]  # (channel index, (H, W) plane)
 
 
 def draw(x: np.ndarray, weight: np.ndarray, y: np.ndarray, layout: str,
-         path: str | os.PathLike[str]) -> Path:
-    """Draw the input channels, the filter and the output of a 1×1 conv in ``layout`` (its
-    weight in that layout's format) into the PNG ``path``.
+         path: str | os.PathLike[str], bias: np.ndarray | None = None) -> Path:
+    """Draw the input channels, the filter, the bias (if any) and the output of a 1×1 conv
+    in ``layout`` (its weight in that layout's format) into the PNG ``path``.
 
     The file appears whole or not at all (:func:`pointwise.files.atomic_write`).
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError("expected matplotlib to draw a PNG, but it is not installed; "
-                          "install it with: pip install 'pointwise-conv[plot]'") from None
+    except ImportError:  # the name lets the command line name the extra to install
+        raise ModuleNotFoundError("expected matplotlib to draw a PNG, but it is not "
+                                  "installed; install the 'plot' extra",
+                                  name="matplotlib") from None
     xs, w, ys = _planes(x, weight, y, layout)
     panels = [(f"input c={c}", a, "viridis") for c, a in xs]
     panels += [("filter w[c, f]", w, "coolwarm")]
+    if bias is not None:  # (1, F): one cell per filter, added to every pixel of output f
+        panels += [("bias b[f]", np.asarray(bias).reshape(1, -1), "coolwarm")]
     panels += [(f"output f={f}", a, "viridis") for f, a in ys]
     fig = Figure(figsize=(2.4 * len(panels), 2.9), layout="constrained")
     FigureCanvasAgg(fig)

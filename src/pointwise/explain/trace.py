@@ -175,7 +175,7 @@ class Trace:
         """
         from pointwise.explain.draw import draw
 
-        return draw(self.input, self.weight, self.output, self.layout, path)
+        return draw(self.input, self.weight, self.output, self.layout, path, self.bias)
 
 
 def explain(
