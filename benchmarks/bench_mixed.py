@@ -13,10 +13,12 @@ cores. The plain layer is run three ways:
 Every output is checked against a float64 einsum first. Medians of interleaved samples.
 
     .venv/bin/python benchmarks/bench_mixed.py
+    .venv/bin/python benchmarks/bench_mixed.py --quick    # a smoke run: one shape, 2 rounds
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -28,11 +30,11 @@ SHAPES = [(28, 512, 128), (56, 64, 256), (14, 1024, 256), (112, 32, 16), (56, 24
 ROUNDS = 15
 
 
-def _median_ms(fn, rounds: int = ROUNDS) -> float:
+def _median_ms(fn, rounds: int | None = None) -> float:
     for _ in range(3):
         fn()
     times = []
-    for _ in range(rounds):
+    for _ in range(rounds or ROUNDS):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -40,9 +42,15 @@ def _median_ms(fn, rounds: int = ROUNDS) -> float:
 
 
 def main() -> None:
+    global ROUNDS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    ap.add_argument("--quick", action="store_true", help="a smoke run: one shape, 2 rounds")
+    args = ap.parse_args()
+    if args.quick:
+        ROUNDS = 2
     rng = np.random.default_rng(0)
     print(f"{'layers (N=8)':26s} {'pointwise':>10s} {'np.matmul':>10s} {'alone':>8s}  (ms)")
-    for h, c, f in SHAPES:
+    for h, c, f in SHAPES[3:4] if args.quick else SHAPES:
         print(_row(h, c, f, rng))
 
 
