@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 WHEELS := $(wildcard /opt/wheels)
 PIPFLAGS := --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test install lint bench clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ $(VENV)/.demo: $(VENV)/.base pyproject.toml $(KERNEL)
 $(VENV)/.test: $(VENV)/.base pyproject.toml $(KERNEL)
 	$(PIP) install $(PIPFLAGS) -e '.[test]'
 	touch $@ $(VENV)/.demo
+
+# `make install EXTRAS=train` (or torch, plot, onnx, bench, ...: pyproject.toml's extras)
+EXTRAS ?= train
+install: $(VENV)/.base
+	$(PIP) install $(PIPFLAGS) -e '.[$(EXTRAS)]'
+	touch $(VENV)/.demo
 
 demo: $(VENV)/.demo
 	$(VENV)/bin/pointwise explain

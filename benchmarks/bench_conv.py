@@ -16,19 +16,21 @@ import os
 import sys
 
 
-def _threads(argv: list[str], default: int = 2) -> int:
+def _threads(argv: list[str]) -> str | None:
+    """--threads T as given (the command line checks it), or None: torch's default."""
     for i, a in enumerate(argv):
         if a == "--threads" and i + 1 < len(argv):
-            return int(argv[i + 1])
+            return argv[i + 1]
         if a.startswith("--threads="):
-            return int(a.split("=", 1)[1])
-    return default
+            return a.split("=", 1)[1]
+    return None
 
 
 if __name__ == "__main__":
-    n = str(_threads(sys.argv[1:]))
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = n  # before NumPy and torch load their runtimes
+    n = _threads(sys.argv[1:])
+    if n is not None and n.isdigit() and int(n) >= 1:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = n  # before NumPy and torch load their runtimes
 
     from pointwise.cli import bench as bench_cli
 

@@ -28,7 +28,7 @@ DONE = re.compile(r"done: .* epoch (\d+)/(\d+), ([\d.]+) s; test accuracy ([\d.]
 def run(model: str, seed: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "pointwise.cli.train", "train", model, "--data", "digits",
-               "--seed", str(seed), "--out", out, "--no-progress", *extra]
+               "--seed", str(seed), "--out", out, "--quiet", *extra]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - t0

@@ -93,7 +93,7 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(tmp_path):
     np.savez(data, x=gen.random((64, 8, 8, 1), dtype=np.float32), y=np.arange(64) % 10)
     cmd = [sys.executable, "-m", "pointwise.cli.train", "train", "nin_digits", "--data",
            str(data), "--epochs", "100000", "--batch-size", "16", "--limit-batches", "1",
-           "--threads", "1", "--out", str(out), "--no-progress"]
+           "--threads", "1", "--out", str(out), "--quiet"]
     rng = random.Random(0)
     kills, mid_write, last_epoch = 10, 0, 0
     deadline = time.monotonic() + 90

@@ -26,8 +26,16 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def assert_error(err: str, start: str = "expected ") -> None:
+    """One `error:` line, maybe one `hint:` line, nothing else."""
+    lines = err.splitlines()
+    assert lines and lines[0].startswith(f"error: {start}"), err
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), err
+    assert "Traceback" not in err
+
+
 def run_json(capsys, *argv: str) -> dict:
-    code, out, err = run(capsys, "explain", "--json", *argv)
+    code, out, err = run(capsys, "explain", "--json", "-", *argv)
     assert code == 0, err
     return json.loads(out)
 
@@ -87,7 +95,7 @@ def test_float_input_with_a_typed_bias(capsys, tmp_path):
 
 
 def test_random_is_deterministic_and_equals_the_operator(capsys):
-    argv = ("--random", "4x5x3", "--filters", "2", "--seed", "0")
+    argv = ("--random", "3x4x5", "--filters", "2", "--seed", "0")  # CxHxW; HWC in memory
     first, second = run_json(capsys, *argv), run_json(capsys, *argv)
     assert first == second
     x, w = np.array(first["input"]), np.array(first["weight"])
@@ -95,10 +103,10 @@ def test_random_is_deterministic_and_equals_the_operator(capsys):
     np.testing.assert_array_equal(x, random_input((4, 5, 3), seed=0))
     np.testing.assert_array_equal(w, random_filter(x, 2, seed=0))
     assert first["output"] == pw.conv1x1(x, w, layout="HWC").tolist()
-    assert run_json(capsys, "--random", "4x5x3", "--filters", "2", "--seed", "1") != first
+    assert run_json(capsys, "--random", "3x4x5", "--filters", "2", "--seed", "1") != first
 
 
-@pytest.mark.parametrize("layout", ["chw", "NHWC", "NCHW"])
+@pytest.mark.parametrize("layout", ["CHW", "NHWC", "NCHW"])
 def test_layouts_explain_the_same_example(capsys, layout):
     code, out, _ = run(capsys, "explain", "--layout", layout)
     assert code == 0
@@ -107,7 +115,7 @@ def test_layouts_explain_the_same_example(capsys, layout):
 
 
 def test_large_input_is_truncated(capsys):
-    code, out, _ = run(capsys, "explain", "--random", "64x64x8")
+    code, out, _ = run(capsys, "explain", "--random", "8x64x64")
     assert code == 0
     assert len(out.splitlines()) < 60
     assert "… 4080 more pixel lines (4096 in all)" in out
@@ -156,25 +164,24 @@ def write_bad_file(tmp_path, kind: str) -> list[str]:
         return ["--bias", "1,2"]
     if kind == "bias not numbers":
         return ["--bias", "one"]
-    if kind == "png folder missing":
-        return ["--png", str(tmp_path / "no" / "such" / "dir.png")]
+    if kind == "png folder is a file":
+        (tmp_path / "x.txt").write_text("")
+        return ["--png", str(tmp_path / "x.txt" / "dir.png")]
     if kind == "batch shape in HWC":
-        return ["--random", "2x3x3x2"]
+        return ["--random", "2x2x3x3"]
     raise AssertionError(kind)
 
 
 BAD = ["missing", "corrupt npy", "pickled npy", "pickle as npy", "ragged json", "broken json",
        "strings json", "wrong extension", "tensorflow filter", "input without filter",
-       "wrong bias count", "bias not numbers", "png folder missing", "batch shape in HWC"]
+       "wrong bias count", "bias not numbers", "png folder is a file", "batch shape in HWC"]
 
 
 @pytest.mark.parametrize("kind", BAD)
 def test_bad_input_gives_one_error_line(capsys, tmp_path, kind):
     code, _, err = run(capsys, "explain", *write_bad_file(tmp_path, kind))
     assert code == 2
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("pointwise: error: expected ")
-    assert "Traceback" not in err
+    assert_error(err)
 
 
 def test_tensorflow_filter_message_suggests_the_fix(capsys, tmp_path):
@@ -190,15 +197,17 @@ def test_pickles_are_never_loaded(capsys, tmp_path, kind):
 
 
 def test_unwritable_png_fails_before_printing(capsys, tmp_path):
-    code, out, err = run(capsys, "explain", *write_bad_file(tmp_path, "png folder missing"))
-    assert code == 2 and out == "" and "existing folder" in err
+    code, out, err = run(capsys, "explain", *write_bad_file(tmp_path, "png folder is a file"))
+    assert code == 2 and out == "" and "cannot be created" in err
 
 
 @pytest.mark.parametrize("argv", [["explain", "--random", "3x3"], ["explain", "--filters", "0"],
-                                  ["explain", "--layout", "HW"], ["nope"]])
+                                  ["explain", "--layout", "HW"], ["explain", "--layout", "chw"],
+                                  ["explain", "--max-pix", "3"], ["nope"]])
 def test_usage_errors_exit_2(capsys, argv):
     code, _, err = run(capsys, *argv)
-    assert code == 2 and "error:" in err and "Traceback" not in err
+    assert code == 2
+    assert_error(err, "")
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
@@ -220,5 +229,21 @@ def test_python_dash_m_pointwise_explain():
     assert "y = [[[5], [11], [17]], [[23], [29], [35]], [[41], [47], [53]]]" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "pointwise", "explain", "--input", "/no/such.npy",
                           "--filters", "1"], capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.startswith("pointwise: error:")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: expected a file for x")
     assert "Traceback" not in bad.stderr
+
+
+def test_png_draws_the_bias(capsys, tmp_path):
+    def width(path) -> int:  # the PNG's IHDR width: one more panel is a wider picture
+        return int.from_bytes(path.read_bytes()[16:20], "big")
+
+    plain, biased = tmp_path / "plain.png", tmp_path / "biased.png"
+    assert main(["explain", "--png", str(plain)]) == 0
+    assert main(["explain", "--bias", "7", "--png", str(biased)]) == 0
+    capsys.readouterr()
+    assert width(biased) == width(plain) + 240  # 2.4 inches at 100 dpi: the bias panel
+
+
+def test_conv1x1_help_names_torch_tensors_and_jax_arrays():
+    doc = " ".join(pw.conv1x1.__doc__.split())
+    assert "torch tensors and JAX arrays" in doc and "type passed in" in doc

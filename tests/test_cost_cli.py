@@ -22,7 +22,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def assert_one_line_error(code: int, out: str, err: str, *fragments: str) -> None:
     assert code == 2 and out == ""
-    assert len(err.splitlines()) == 1 and err.startswith("pointwise: error: "), err
+    lines = err.splitlines()
+    assert lines and lines[0].startswith("error: "), err
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), err
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in err, err
@@ -30,7 +32,7 @@ def assert_one_line_error(code: int, out: str, err: str, *fragments: str) -> Non
 
 # ---------------------------------------------------------------------------------- cost
 def test_cost_worked_example(capsys):
-    code, out, err = run(capsys, "cost", "--input", "28x28x192", "--conv", "5x5:32",
+    code, out, err = run(capsys, "cost", "--input-size", "192x28x28", "--conv", "5x5:32",
                          "--reduce", "16")
     assert code == 0 and err == ""
     lines = out.splitlines()
@@ -44,8 +46,8 @@ def test_cost_worked_example(capsys):
 
 
 def test_cost_json_round_trips(capsys):
-    code, out, _ = run(capsys, "cost", "--input", "28x28x192", "--conv", "5x5:32",
-                       "--reduce", "16", "--json")
+    code, out, _ = run(capsys, "cost", "--input-size", "192x28x28", "--conv", "5x5:32",
+                       "--reduce", "16", "--json", "-")
     assert code == 0
     d = json.loads(out)
     ref = reduction_cost(192, 32, 5, 16, input_size=28)
@@ -57,8 +59,8 @@ def test_cost_json_round_trips(capsys):
 
 
 def test_cost_other_shapes(capsys):
-    code, out, _ = run(capsys, "cost", "--input", "2x14x14x512", "--conv", "3x3:128",
-                       "--reduce", "64", "--stride", "2", "--bias", "--json")
+    code, out, _ = run(capsys, "cost", "--input-size", "2x512x14x14", "--conv", "3x3:128",
+                       "--reduce", "64", "--stride", "2", "--count-bias", "--json", "-")
     assert code == 0
     d = json.loads(out)
     # by formula: 7×7 outputs of a stride-2 3×3 conv, 2 images, biases counted
@@ -66,17 +68,18 @@ def test_cost_other_shapes(capsys):
     assert d["direct"]["params"] == 128 * 512 * 9 + 128
     assert d["reduce"]["macs"] == 2 * 14 * 14 * 64 * 512
     assert d["conv"]["macs"] == 2 * 7 * 7 * 128 * 64 * 9
-    code, out, _ = run(capsys, "cost", "--input", "56x56x64", "--conv", "3:64")
+    code, out, _ = run(capsys, "cost", "--input-size", "64x56x56", "--conv", "3:64")
     assert code == 0 and "with reduction" not in out
     assert f"{conv_cost(64, 64, 3, input_size=56, padding=1).macs:,}" in out
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (("--input", "28x28", "--conv", "5x5:32"), "--input"),
-    (("--input", "28x28xq", "--conv", "5x5:32"), "HxWxC"),
-    (("--input", "28x28x192", "--conv", "5x5"), "5x5:32"),
-    (("--input", "28x28x192", "--conv", "0x5:32"), "--conv"),
-    (("--input", "4x4x8", "--conv", "5x5:0"), "output channels"),
+    (("--input-size", "28x28", "--conv", "5x5:32"), "--input-size"),
+    (("--input-size", "28x28xq", "--conv", "5x5:32"), "CxHxW"),
+    (("--input", "28x28x192", "--conv", "5x5:32"), "--input-size 192x28x28"),
+    (("--input-size", "192x28x28", "--conv", "5x5"), "5x5:32"),
+    (("--input-size", "192x28x28", "--conv", "0x5:32"), "--conv"),
+    (("--input-size", "8x4x4", "--conv", "5x5:0"), "output channels"),
 ])
 def test_cost_errors_are_one_line(capsys, argv, fragment):
     assert_one_line_error(*run(capsys, "cost", *argv), fragment)
@@ -103,7 +106,7 @@ def test_analyze_table(capsys):
 
 
 def test_analyze_json_and_group_depth(capsys):
-    code, out, _ = run(capsys, "analyze", "googlenet", "--format", "json", "--group-depth", "1",
+    code, out, _ = run(capsys, "analyze", "googlenet", "--json", "-", "--group-depth", "1",
                        "--savings")
     assert code == 0
     d = json.loads(out)
@@ -117,12 +120,12 @@ def test_analyze_json_and_group_depth(capsys):
 
 
 def test_analyze_csv(capsys):
-    code, out, _ = run(capsys, "analyze", "mobilenet_v1", "--format", "csv")
+    code, out, _ = run(capsys, "analyze", "mobilenet_v1", "--csv", "-")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert sum(int(r["macs"]) for r in rows) == 568_740_352
     assert {r["kind"] for r in rows} >= {"conv 1×1", "depthwise", "conv 3×3", "linear"}
-    code, out, _ = run(capsys, "analyze", "mobilenet_v1", "--format", "csv", "--paper")
+    code, out, _ = run(capsys, "analyze", "mobilenet_v1", "--csv", "-", "--paper")
     flagged = [r for r in csv.DictReader(io.StringIO(out)) if r["flagged"] == "True"]
     assert [(r["row"], r["column"]) for r in flagged] == [("Conv 3×3", "Mult-Adds")]
 
@@ -133,7 +136,7 @@ def test_analyze_paper_views(capsys):
     assert "K = 1024" in out and "M = 10^6" in out and "flagged: 11 cells" in out
     row = next(line for line in out.splitlines() if line.startswith("inception (4a)"))
     assert "364K!" in row and "366.75K" in row and "375,552" in row and "73,608,192" in row
-    code, out, _ = run(capsys, "analyze", "resnet50", "--paper", "--format", "json")
+    code, out, _ = run(capsys, "analyze", "resnet50", "--paper", "--json", "-")
     paper = json.loads(out)["paper"]
     (flops,) = paper["rows"]
     assert [f["exact"] for f in flops["figures"]][2] == 3_857_973_248
@@ -146,8 +149,8 @@ def test_analyze_png_written_atomically(capsys, tmp_path):
     assert code == 0 and str(target) in err and "resnet18" in out
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["resnet18.png"]  # no temp file left
-    code, out, err = run(capsys, "analyze", "resnet18", "--png", str(tmp_path / "no" / "x.png"))
-    assert_one_line_error(code, out, err, "existing folder")
+    code, out, err = run(capsys, "analyze", "resnet18", "--png", str(target / "x.png"))
+    assert_one_line_error(code, out, err, "cannot be created")
 
 
 def test_analyze_module_attr(capsys, tmp_path, monkeypatch):
@@ -166,13 +169,13 @@ def test_analyze_module_attr(capsys, tmp_path, monkeypatch):
             raise RuntimeError("no weights here")
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    code, out, _ = run(capsys, "analyze", "mynets:build", "--input", "1x8x16x16",
-                       "--format", "json", "--savings")
+    code, out, _ = run(capsys, "analyze", "mynets:build", "--input-size", "1x8x16x16",
+                       "--json", "-", "--savings")
     assert code == 0
     d = json.loads(out)
     assert d["model"] == "build" and d["totals"]["params"] == 8 * 4 + 4 + 4 * 8 * 9 + 8
     assert d["savings"][0]["direct_macs"] == 16 * 16 * 8 * 8 * 9
-    code, out, _ = run(capsys, "analyze", "mynets:INSTANCE", "--input", "1x8x16x16")
+    code, out, _ = run(capsys, "analyze", "mynets:INSTANCE", "--input-size", "1x8x16x16")
     assert code == 0 and "INSTANCE, input 1×8×16×16" in out
     code, out, _ = run(capsys, "analyze", "mynets:INSTANCE")  # channels of the first conv
     assert code == 0 and "INSTANCE, input 1×8×224×224" in out
@@ -187,8 +190,11 @@ def test_analyze_module_attr(capsys, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv, fragments", [
     (("resnt50",), ("unknown model 'resnt50'", "did you mean 'resnet50'")),
-    (("resnet18", "--input", "1x3xab"), ("--input", "1x3x224x224")),
-    (("resnet18", "--input", "1x4x224x224"), ("meta device", "conv1", "[1, 4, 224, 224]")),
+    (("resnet18", "--input-size", "1x3xab"), ("--input-size", "1x3x224x224")),
+    (("resnet18", "--input-size", "1x4x224x224"), ("3 channels first", "1x4x224x224")),
+    (("resnet18", "--input-size", "224x224x3"), ("3 channels first", "--input-size 3x224x224")),
+    (("resnet18", "--input", "1x3x224x224"), ("--input-size",)),
+    (("resnet18", "--format", "json"), ("--json PATH",)),
     (("squeezenet1_0", "--paper"), ("published table", "googlenet")),
     ((":f",), ("module:attr",)),
 ])

@@ -47,7 +47,7 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path, monkey
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
            "-m", "pointwise.cli.train", "train", cfg.model, "--data", "digits",
            "--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--optimizer", "sgd",
-           "--limit-batches", "3", "--seed", "3", "--threads", "1", "--no-progress",
+           "--limit-batches", "3", "--seed", "3", "--threads", "1", "--quiet",
            "--out", str(tmp_path / "ddp"), "--distributed"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

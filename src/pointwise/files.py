@@ -1,15 +1,17 @@
-"""File writes that appear whole or not at all."""
+"""File writes that appear whole or not at all, and JSON that strict parsers accept."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "strict_json"]
 
 
 @contextlib.contextmanager
@@ -37,3 +39,29 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that strict parsers accept: NaN and ±Inf (which JSON cannot hold) are
+    written as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, as protobuf's JSON
+    mapping writes them; NumPy scalars and arrays become numbers and lists.
+
+    >>> strict_json({"y": [1.5, float("nan"), -float("inf")]})
+    '{"y": [1.5, "NaN", "-Infinity"]}'
+    """
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    tolist = getattr(obj, "tolist", None)  # NumPy arrays and scalars, without importing it
+    if tolist is not None and type(obj).__module__ == "numpy":
+        return _finite(tolist())
+    return obj

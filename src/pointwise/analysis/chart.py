@@ -27,8 +27,9 @@ def bar_chart(path: str | os.PathLike[str], title: str, labels: Sequence[str],
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("expected matplotlib to draw a PNG, but it is not installed; "
-                          "install it with: pip install 'pointwise-conv[plot]'") from None
+        raise ModuleNotFoundError("expected matplotlib to draw a PNG, but it is not "
+                                  "installed; install the 'plot' extra",
+                                  name="matplotlib") from None
     fig = Figure(figsize=(12, 1.5 + 0.28 * len(labels)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharey=True)

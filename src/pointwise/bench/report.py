@@ -5,11 +5,10 @@ matplotlib is imported only by :func:`write_png`. Files are written atomically.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from pointwise.files import atomic_write
+from pointwise.files import atomic_write, strict_json
 
 HEADER = ("impl", "layout", "median ms", "min–max ms", "GFLOP/s", "%roof", "×best",
           "flt/call", "peak MiB", "rel err")
@@ -94,7 +93,7 @@ def write_json(path: str, doc: dict[str, Any]) -> str:
     """Write ``doc``; a folder gets a file named after the environment. Returns the path."""
     target = _target(path, doc["environment"], doc["suite"], ".json")
     with atomic_write(target, "w") as fh:
-        json.dump(doc, fh, indent=1, allow_nan=True)
+        fh.write(strict_json(doc, indent=1))  # NaN as "NaN": strict parsers read it
         fh.write("\n")
     return target
 

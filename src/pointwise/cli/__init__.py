@@ -4,9 +4,14 @@ One module per subcommand group, each with ``add_parsers(sub)`` (registers its p
 importing nothing heavy so that ``--help`` stays fast) and the runners they point to:
 :mod:`~pointwise.cli.explain`, :mod:`~pointwise.cli.analyze` (``models``, ``analyze``),
 :mod:`~pointwise.cli.cost`, :mod:`~pointwise.cli.train` (``train``, ``export``,
-``predict``) and :mod:`~pointwise.cli.bench`; :mod:`~pointwise.cli.args` turns arguments
-into values. Errors from the library (bad files, shapes, dtypes) become one line on stderr
-and exit status 2, never a traceback.
+``predict``) and :mod:`~pointwise.cli.bench`. :mod:`~pointwise.cli.args` turns arguments
+into values and holds the conventions every option follows (stated in ``pointwise
+--help``); :mod:`~pointwise.cli.errors` turns every failure into one ``error:`` line (and
+maybe a ``hint:`` line) on stderr with a documented exit status, never a traceback.
+
+A new subcommand: ``p = sub.add_parser(...)`` (a :class:`~pointwise.cli.errors.Parser`),
+options named as :data:`CONVENTIONS` says, ``p.set_defaults(run=runner, extra="torch")``
+(the pyproject extra it needs, named in the hint when an import fails).
 
 >>> main(["--version"])  # doctest: +ELLIPSIS
 pointwise ...
@@ -16,40 +21,56 @@ pointwise ...
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from pointwise import __version__
 from pointwise.cli import analyze, bench, cost, explain, train
+from pointwise.cli.errors import EXIT, Parser, run_command
 
-__all__ = ["build_parser", "main", "main_entry"]
+__all__ = ["CONVENTIONS", "build_parser", "main", "main_entry"]
 
-USAGE_ERROR = 2  # as argparse uses for a bad command line
+CONVENTIONS = """\
+conventions (every command):
+  --input FILE        an input file; a tensor's size is --input-size
+  --input-size SIZE   CxHxW or NxCxHxW, PyTorch's order, whatever --layout says
+  --layout L          NHWC, HWC, NCHW or CHW (upper case, as in the library)
+  --json PATH         write the result as strict JSON ('-': stdout, instead of the text),
+                      creating its folder; likewise --csv PATH; --png PATH draws a picture
+  --threads T         threads for torch, NumPy and pointwise (default: torch's, i.e.
+                      OMP_NUM_THREADS when set, else every core this process may use)
+  --quiet             no progress; progress goes to stderr, a live bar on a terminal
+                      and one line per step when piped
+  options are never abbreviated (--group-dept is an error)
 
-Runner = Callable[[argparse.Namespace], int]
+exit status: 0 done; 1 a check failed (bench's verification, export's comparison);
+  2 usage: a bad option, or an input missing, of the wrong kind or malformed;
+  3 this machine lacks what is needed (an extra, a device, memory); 4 a bug in
+  pointwise (POINTWISE_TRACEBACK=1 shows it); 130 interrupted (Ctrl-C); 141 broken pipe.
+  Errors are one 'error:' line on stderr, sometimes with a 'hint:' line.
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the program on ``argv`` (default: ``sys.argv[1:]``) and return its exit status."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, --version, or a usage error argparse already printed
-        return e.code if isinstance(e.code, int) else USAGE_ERROR
-    run: Runner | None = getattr(args, "run", None)
-    if run is None:
+    args: argparse.Namespace | None = None
+
+    def parse() -> int:
+        nonlocal args
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help or --version, printed by argparse
+            return e.code if isinstance(e.code, int) else EXIT["usage"]
+        return EXIT["ok"]
+
+    status = run_command(parse)
+    if args is None:
+        return status
+    if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
-        return USAGE_ERROR
-    try:
-        return run(args)
-    except BrokenPipeError:  # `pointwise explain | head`: the reader left; stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except (ValueError, TypeError, OSError, ImportError) as e:  # json errors are ValueErrors
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"pointwise: error: {message}", file=sys.stderr)
-        return USAGE_ERROR
+        return EXIT["usage"]
+    return run_command(lambda: args.run(args), extra=getattr(args, "extra", None))
 
 
 def main_entry() -> None:
@@ -57,10 +78,11 @@ def main_entry() -> None:
     sys.exit(main())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="pointwise",
         description="The 1×1 (pointwise) convolution, and tools to see into it.",
+        epilog=CONVENTIONS, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pointwise {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")

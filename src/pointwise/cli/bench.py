@@ -11,6 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pointwise.cli.args import default_threads, output_path, positive
+from pointwise.cli.errors import EXIT, CliError
+
 __all__ = ["add_parsers", "main", "run_bench"]
 
 
@@ -21,60 +24,75 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "bench", help="time the 1×1 conv against its peers, verified, on this machine",
         description="Measure the machine's roofs, then time pointwise and every importable "
         "peer (torch, numpy, onnxruntime, JAX, TensorFlow) on the ops or models suite. "
-        "Every output is verified against a float64 reference before it is timed.")
+        "Every output is verified against a float64 reference before it is timed. "
+        "Progress (one line per problem) goes to stderr.")
     p.add_argument("--suite", choices=tuple(SUITES), default="ops",
                    help="ops: the 1x1 shapes (forward, fused, backward); models: ResNet-50, "
                    "MobileNetV2, GoogLeNet at batch 8, 224x224 (default ops)")
     p.add_argument("--quick", action="store_true",
-                   help="a smoke run in seconds: 3 shapes (models: MobileNetV2 at 96x96), "
-                   "2 rounds, small roofs")
-    p.add_argument("--threads", type=int, default=2, metavar="T",
-                   help="threads for every library, pinned and recorded (default 2)")
-    p.add_argument("--repeats", type=int, metavar="R",
+                   help="a smoke run: 3 shapes (models: MobileNetV2 at 96x96), 2 rounds, "
+                   "small roofs")
+    p.add_argument("--threads", type=positive, default=default_threads(), metavar="T",
+                   help="threads for every library, pinned and recorded (default: torch's, "
+                   f"OMP_NUM_THREADS or every core: {default_threads()} here)")
+    p.add_argument("--repeats", type=positive, metavar="R",
                    help="interleaved rounds (default: ops 15, models 5, quick 2)")
     p.add_argument("--shapes", metavar="S[,S...]",
                    help="ops: run the shapes whose name contains one of these substrings")
     p.add_argument("--models", metavar="M[,M...]",
                    help="models: zoo names (default resnet50,mobilenet_v2,googlenet)")
     p.add_argument("--json", metavar="PATH",
-                   help="write the results; a folder gets a file named after the environment")
+                   help="write the results as JSON; a folder gets a file named after the "
+                   "environment ('-': print it instead of the table)")
     p.add_argument("--png", metavar="PATH", help="write the roofline and ratio charts")
-    p.set_defaults(run=run_bench)
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(run=run_bench, extra="bench")
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from pointwise.bench import report, run
+    from pointwise.files import strict_json
 
-    if args.threads < 1 or (args.repeats is not None and args.repeats < 1):
-        print("error: expected --threads and --repeats >= 1", file=sys.stderr)
-        return 2
+    json_path = output_path(args.json, "--json", folder=True)
+    png_path = output_path(args.png, "--png", stdout=False, folder=True)
     models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
     try:
-        doc = run(args.suite, quick=args.quick, threads=args.threads, repeats=args.repeats,
-                  shapes=args.shapes, models=models)
-    except (ValueError, RuntimeError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(doc.pop("text"))
-    if args.json:
-        print(f"\nwrote {report.write_json(args.json, doc)}")
-    if args.png:
+        if args.quiet:
+            doc = run(args.suite, quick=args.quick, threads=args.threads,
+                      repeats=args.repeats, shapes=args.shapes, models=models, say=_silent)
+        else:
+            doc = run(args.suite, quick=args.quick, threads=args.threads,
+                      repeats=args.repeats, shapes=args.shapes, models=models)
+    except KeyError as e:
+        raise CliError(f"expected a known name, but got {e}") from None
+    text = doc.pop("text")
+    if json_path == "-":
+        print(strict_json(doc, indent=1))
+    else:
+        print(text)
+    if json_path not in (None, "-"):
+        print(f"wrote {report.write_json(json_path, doc)}", file=sys.stderr)
+    if png_path:
         try:
-            print(f"wrote {report.write_png(args.png, doc)}")
+            print(f"wrote {report.write_png(png_path, doc)}", file=sys.stderr)
         except ImportError:
-            print("warning: --png needs matplotlib, which does not import", file=sys.stderr)
+            print("warning: --png needs matplotlib (the 'plot' extra), which does not import",
+                  file=sys.stderr)
     if doc["failed"]:
-        print("FAILED verification: " + "; ".join(doc["failed"]), file=sys.stderr)
-        return 1
+        print("error: failed verification: " + "; ".join(doc["failed"]), file=sys.stderr)
+        return EXIT["failed"]
     return 0
 
 
+def _silent(_: str) -> None:
+    pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pointwise")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    add_parsers(sub)
-    args = parser.parse_args(argv)
-    return int(args.run(args))
+    """This module as a program: the same as ``pointwise``'s."""
+    from pointwise.cli import main as program
+
+    return program(argv)
 
 
 if __name__ == "__main__":

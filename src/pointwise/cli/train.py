@@ -13,9 +13,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pointwise.cli.args import default_threads, device, input_file, output_path, positive
+from pointwise.cli.errors import EXIT, CliError, Renamed
+
 __all__ = ["add_parsers", "main", "run_export", "run_predict", "run_train"]
 
-USAGE_ERROR = 2
+ONNX_MAGIC = b"\x08"  # an ONNX ModelProto starts with field 1 (ir_version), a varint
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -47,14 +50,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.pt (start afresh if there is none yet)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--threads", type=int, metavar="T", default=1,
-                   help="torch intra-op threads (default 1, fastest for these small models "
-                   "and immune to a busy machine); results are bitwise reproducible for a "
-                   "fixed T")
+    p.add_argument("--threads", type=positive, metavar="T", default=default_threads(),
+                   help="torch intra-op threads (default: torch's, OMP_NUM_THREADS or every "
+                   f"core: {default_threads()} here); results are bitwise reproducible for a "
+                   "fixed T, and on a busy machine 1 is fastest for these small models")
     p.add_argument("--distributed", action="store_true",
                    help="DistributedDataParallel under torchrun (gloo on CPU)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=run_train)
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress: no bar (shown on a terminal) and no line per epoch")
+    p.add_argument("--no-progress", action=Renamed, nargs=0, hint="--quiet")
+    p.set_defaults(run=run_train, extra="train")
 
     p = sub.add_parser(
         "export", help="export a checkpoint to ONNX and check it in onnxruntime",
@@ -65,8 +70,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
     p.add_argument("--optimize", action="store_true",
                    help="pointwise.nn.convert first: fold BatchNorm, fuse activations")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.set_defaults(run=run_export)
+    p.add_argument("--opset", type=positive, default=17, help="ONNX opset (default 17)")
+    p.set_defaults(run=run_export, extra="onnx")
 
     p = sub.add_parser(
         "predict", help="accuracy of a checkpoint or .onnx on a test set",
@@ -75,7 +80,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="CHECKPOINT|MODEL.onnx")
     p.add_argument("--data", metavar="digits|PATH.npz",
                    help="default: the data the model was trained on")
-    p.set_defaults(run=run_predict)
+    p.set_defaults(run=run_predict, extra="onnx")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -89,25 +94,53 @@ def run_train(args: argparse.Namespace) -> int:
     base = TrainConfig()
     if args.resume:
         if args.out is None:
-            raise ValueError("expected --out DIR with --resume, but got none")
+            raise CliError("expected --out DIR with --resume, but got none",
+                           hint="--out names the folder of the run to resume")
         path = Path(args.out) / CHECKPOINT
         if path.exists():  # options left out come from the checkpoint
             base = TrainConfig.from_dict(checkpoint.load(path)["config"])
     config = dataclasses.replace(base, **given)
-    train(config, args.out, resume=args.resume, threads=args.threads, device=args.device,
-          distributed=args.distributed, progress=not args.no_progress)
+    config.validate()
+    dev = device(args.device)
+    def log(line: str) -> None:  # --quiet: what happened, without the line per epoch
+        if not (args.quiet and line.startswith("epoch ")):
+            print(line, flush=True)
+    try:
+        train(config, args.out, resume=args.resume, threads=args.threads, device=dev,
+              distributed=args.distributed, progress=not args.quiet, log=log)
+    except KeyboardInterrupt:
+        raise _interrupted(args.out, CHECKPOINT) from None
     return 0
+
+
+def _interrupted(out: str | None, name: str) -> CliError:
+    """Ctrl-C during training: where the last checkpoint is, and how to go on from it."""
+    from pointwise.training import checkpoint
+
+    if out is None:
+        return CliError("interrupted; nothing was saved (no --out DIR)",
+                        code=EXIT["interrupted"])
+    path = Path(out) / name
+    try:
+        state = checkpoint.load(path)
+    except (OSError, ValueError):
+        return CliError(f"interrupted before the first checkpoint; nothing in {out}",
+                        code=EXIT["interrupted"])
+    epoch, epochs = state["epoch"], state["config"]["epochs"]
+    return CliError(f"interrupted; the last checkpoint is {path}, after epoch {epoch}/{epochs}",
+                    hint="run the same command with --resume to go on from it",
+                    code=EXIT["interrupted"])
 
 
 def run_export(args: argparse.Namespace) -> int:
     from pointwise.training.export import export_onnx
 
+    source = _checkpoint_file(args.checkpoint)
+    target = output_path(args.onnx, "--onnx", stdout=False) or args.onnx
     try:
-        report = export_onnx(args.checkpoint, args.onnx, optimize=args.optimize,
-                             opset=args.opset)
+        report = export_onnx(source, target, optimize=args.optimize, opset=args.opset)
     except RuntimeError as e:  # onnxruntime disagreed with torch: a failed check, not usage
-        print(f"pointwise: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
+        raise CliError(str(e), code=EXIT["failed"]) from None
     print(report)
     return 0
 
@@ -115,28 +148,32 @@ def run_export(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from pointwise.training.export import predict
 
-    accuracy, correct, total = predict(args.source, args.data)
+    p = input_file(args.source, "CHECKPOINT|MODEL.onnx", folder_hint="checkpoint.pt")
+    if p.suffix.lower() != ".onnx":
+        _checkpoint_file(args.source)
+    accuracy, correct, total = predict(p, args.data)
     print(f"{args.source}: accuracy {100 * accuracy:.2f}% ({correct}/{total})")
     return 0
 
 
+def _checkpoint_file(text: str) -> Path:
+    """A checkpoint path, checked: a file, and not an ONNX model given in its place."""
+    p = input_file(text, "CHECKPOINT", folder_hint="checkpoint.pt")
+    with open(p, "rb") as fh:
+        start = fh.read(4)
+    if p.suffix.lower() == ".onnx" or (start[:1] == ONNX_MAGIC and start != b"PK\x03\x04"):
+        raise CliError(f"expected a checkpoint written by `pointwise train --out DIR`, but "
+                       f"{text!r} is an ONNX model",
+                       hint="export takes the checkpoint.pt the model came from; "
+                            "`pointwise predict MODEL.onnx` scores an ONNX model")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """This module as a program, with ``pointwise.cli``'s error convention: one line on
-    stderr and status 2, never a traceback."""
-    parser = argparse.ArgumentParser(prog="pointwise")
-    add_parsers(parser.add_subparsers(title="commands", metavar="COMMAND"))
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else USAGE_ERROR
-    if getattr(args, "run", None) is None:
-        parser.print_help(sys.stderr)
-        return USAGE_ERROR
-    try:
-        return int(args.run(args))
-    except (ValueError, TypeError, OSError, ImportError) as e:
-        print(f"pointwise: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return USAGE_ERROR
+    """This module as a program: the same as ``pointwise``'s (errors as one line)."""
+    from pointwise.cli import main as program
+
+    return program(argv)
 
 
 if __name__ == "__main__":

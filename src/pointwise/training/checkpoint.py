@@ -53,14 +53,17 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"expected a checkpoint file, but {str(path)!r} does not exist")
+        why = "is a folder" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"expected a checkpoint file, but {str(path)!r} {why}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused an object: never run it
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"expected a checkpoint of tensors and primitives in {str(path)!r}, "
-                         f"but it holds other Python objects, which are not loaded "
-                         f"({first})") from None
+    except pickle.UnpicklingError:  # weights_only refused an object: never run it
+        # (torch's own message suggests weights_only=False, which must never be followed)
+        what = ("holds other Python objects than tensors and primitives, which pointwise "
+                "never loads (loading them could run code)" if zipfile.is_zipfile(path)
+                else "is not a torch.save file")
+        raise ValueError(f"expected a pointwise checkpoint in {str(path)!r}, but it "
+                         f"{what}; checkpoints come from `pointwise train --out DIR`") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise ValueError(f"expected a complete checkpoint in {str(path)!r}, but it is "
                          f"truncated or corrupted ({type(e).__name__}: "

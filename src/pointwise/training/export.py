@@ -125,21 +125,58 @@ def predict(source: str | Path, data: str | None = None) -> tuple[float, int, in
     if source.suffix == ".onnx":
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
-        raw = session.get_modelmeta().custom_metadata_map.get(META_KEY)
-        meta: dict[str, Any] = (json.loads(raw) if raw else
-                                {"data": "digits", "config": {}, "split": {}})
+        try:
+            session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own exception types, by what went wrong
+            raise ValueError(f"expected an ONNX model in {str(source)!r}, but onnxruntime "
+                             f"could not load it: {_first_line(e)}") from None
+        meta = _metadata(session, source)
         dataset = _dataset(meta["data"], meta["config"].get("seed", 0), meta["split"], data)
         name = session.get_inputs()[0].name
-        logits = session.run(None, {name: dataset.x_test})[0]  # (N, K)
+        try:
+            logits = session.run(None, {name: dataset.x_test})[0]  # (N, K)
+        except Exception as e:
+            raise ValueError(f"expected {str(source)!r} to take {dataset.name}'s images "
+                             f"{list(dataset.x_test.shape)}, but onnxruntime refused them: "
+                             f"{_first_line(e)}") from None
     else:
         model, state = load_model(source)
         dataset = _dataset(state["config"]["data"], state["config"]["seed"], state["split"],
                            data)
-        with torch.no_grad():
-            logits = model(torch.from_numpy(dataset.x_test)).numpy()  # (N, K)
+        try:
+            with torch.no_grad():
+                logits = model(torch.from_numpy(dataset.x_test)).numpy()  # (N, K)
+        except RuntimeError as e:
+            raise ValueError(f"expected the checkpoint's model to take {dataset.name}'s images "
+                             f"{list(dataset.x_test.shape)}, but it refused them: "
+                             f"{_first_line(e)}") from None
+    if logits.ndim != 2 or len(logits) != len(dataset.y_test):
+        raise ValueError(f"expected logits of shape (N, classes) for {len(dataset.y_test)} "
+                         f"images, but got {list(logits.shape)}")
     correct = int((logits.argmax(1) == dataset.y_test).sum())
     return correct / len(dataset.y_test), correct, len(dataset.y_test)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _metadata(session: Any, source: Path) -> dict[str, Any]:
+    """What export stored in the model: the data, config and split; digits by default."""
+    raw = session.get_modelmeta().custom_metadata_map.get(META_KEY)
+    default: dict[str, Any] = {"data": "digits", "config": {}, "split": {}}
+    if not raw:
+        return default
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError):
+        meta = None
+    if not (isinstance(meta, dict) and isinstance(meta.get("data"), str)
+            and isinstance(meta.get("config"), dict) and isinstance(meta.get("split"), dict)):
+        raise ValueError(f"expected {str(source)!r} to hold the metadata `pointwise export` "
+                         f"writes under {META_KEY!r}, but it is malformed")
+    return meta
 
 
 def _test_data(state: dict[str, Any]) -> Dataset:

@@ -29,7 +29,8 @@ def run(st: Settings, roofs: dict[str, Any], say: Callable[[str], None], *,
         models: tuple[str, ...] | None = None, **_: Any) -> list[dict[str, Any]]:
     """The zoo's ``models`` (default :data:`MODELS`; quick: MobileNetV2 at 96×96)."""
     if peers.module("torch") is None:
-        raise RuntimeError("the models suite needs torch, but it does not import")
+        raise ModuleNotFoundError("the models suite needs torch, but it does not import",
+                                  name="torch")
     names = models or (("mobilenet_v2",) if st.quick else MODELS)
     return run_models(names, st, roofs, say, size=96 if st.quick else 224)
 
@@ -52,6 +53,7 @@ def run_models(names: tuple[str, ...], st: Settings, roofs: dict[str, Any],
     x = torch.randn(batch, 3, size, size, generator=gen)  # (N, 3, H, W)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     for name in names:
+        say(f"{name}: building, converting, computing the float64 reference")
         torch.manual_seed(0)
         model = pm.create(name).eval()
         eager = to_conv2d(model)  # torch's kernels only
@@ -81,7 +83,9 @@ def run_models(names: tuple[str, ...], st: Settings, roofs: dict[str, Any],
         ]
         ort = peers.module("onnxruntime")
         if ort is not None and peers.module("onnx") is not None:
+            say(f"{name}: exporting to onnxruntime")
             impls.append(_onnx_impl(ort, torch, model, x, st.threads, ref))
+        say(f"{name}: verifying and timing {len(impls)} implementations, {st.repeats} rounds")
         with torch.inference_mode():
             foreign = measure(impls, st, say, name)
         problem = {"suite": "models", "shape": f"{name} {batch}x3x{size}x{size}",
