@@ -8,7 +8,8 @@ The conventions every command follows (``pointwise --help`` states them too):
   stdout, in place of the text), creating its folder; JSON is strict (:func:`strict_json`,
   no ``NaN``).
 * ``--threads T`` defaults to torch's own default (:func:`default_threads`).
-* ``--quiet``: no progress; progress goes to stderr, a live bar only on a terminal.
+* ``--quiet``: no progress (a live bar only on a terminal, else one line per epoch or
+  problem).
 * Files are checked before any work (:func:`input_file`, :func:`output_path`), and an array
   whose size would not fit in memory is refused before it is allocated (:func:`check_fits`).
 
@@ -249,7 +250,7 @@ def load_array(path: str | os.PathLike[str], name: str = "x") -> np.ndarray:
                       else np.lib.format.read_array_header_2_0)
             shape, _, dtype = header(fh, max_header_size=10_000)
             data_bytes = os.fstat(fh.fileno()).st_size - fh.tell()
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+    except Exception as e:  # NumPy's header parser raises whatever its tokenizer meets
         with open(p, "rb") as fh:
             start = fh.read(4)
         why = ("it holds pickled Python objects, which pointwise never loads (they can run "

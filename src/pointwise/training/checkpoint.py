@@ -55,6 +55,10 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         why = "is a folder" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"expected a checkpoint file, but {str(path)!r} {why}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip; never try the legacy loader
+        raise ValueError(f"expected a complete checkpoint in {str(path)!r}, but it is "
+                         f"truncated or corrupted, or not a torch.save file at all; resume "
+                         f"from an earlier copy or start again")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # weights_only refused an object: never run it
@@ -64,7 +68,7 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
                 else "is not a torch.save file")
         raise ValueError(f"expected a pointwise checkpoint in {str(path)!r}, but it "
                          f"{what}; checkpoints come from `pointwise train --out DIR`") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # a damaged archive fails anywhere in torch's reader
         raise ValueError(f"expected a complete checkpoint in {str(path)!r}, but it is "
                          f"truncated or corrupted ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}); resume from an "
