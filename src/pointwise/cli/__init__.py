@@ -39,8 +39,8 @@ conventions (every command):
                       creating its folder; likewise --csv PATH; --png PATH draws a picture
   --threads T         threads for torch, NumPy and pointwise (default: torch's, i.e.
                       OMP_NUM_THREADS when set, else every core this process may use)
-  --quiet             no progress; progress goes to stderr, a live bar on a terminal
-                      and one line per step when piped
+  --quiet             no progress (a live bar on a terminal; one line per epoch or
+                      problem when piped)
   options are never abbreviated (--group-dept is an error)
 
 exit status: 0 done; 1 a check failed (bench's verification, export's comparison);
