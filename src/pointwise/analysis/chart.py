@@ -28,8 +28,7 @@ def bar_chart(path: str | os.PathLike[str], title: str, labels: Sequence[str],
         from matplotlib.figure import Figure
     except ImportError:
         raise ModuleNotFoundError("expected matplotlib to draw a PNG, but it is not "
-                                  "installed; install the 'plot' extra",
-                                  name="matplotlib") from None
+                                  "installed (the 'plot' extra)", name="matplotlib") from None
     fig = Figure(figsize=(12, 1.5 + 0.28 * len(labels)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharey=True)

@@ -56,6 +56,13 @@ def run_bench(args: argparse.Namespace) -> int:
     json_path = output_path(args.json, "--json", folder=True)
     png_path = output_path(args.png, "--png", stdout=False, folder=True)
     models = tuple(m.strip() for m in args.models.split(",")) if args.models else None
+    if models and args.suite == "models":  # before minutes of roofs and other models
+        from pointwise.models import names
+
+        unknown = [m for m in models if m not in names()]
+        if unknown:
+            raise CliError(f"expected --models among the zoo's names, but got {unknown}",
+                           hint="`pointwise models` lists them")
     try:
         if args.quiet:
             doc = run(args.suite, quick=args.quick, threads=args.threads,

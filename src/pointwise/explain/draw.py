@@ -34,8 +34,7 @@ def draw(x: np.ndarray, weight: np.ndarray, y: np.ndarray, layout: str,
         from matplotlib.figure import Figure
     except ImportError:  # the name lets the command line name the extra to install
         raise ModuleNotFoundError("expected matplotlib to draw a PNG, but it is not "
-                                  "installed; install the 'plot' extra",
-                                  name="matplotlib") from None
+                                  "installed (the 'plot' extra)", name="matplotlib") from None
     xs, w, ys = _planes(x, weight, y, layout)
     panels = [(f"input c={c}", a, "viridis") for c, a in xs]
     panels += [("filter w[c, f]", w, "coolwarm")]

@@ -74,8 +74,7 @@ def load_digits(*, seed: int = 0, split: dict[str, Any] | None = None) -> Datase
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError:
         raise ModuleNotFoundError("expected scikit-learn for --data digits, but it is not "
-                                  "installed; install the 'train' extra",
-                                  name="sklearn") from None
+                                  "installed (the 'train' extra)", name="sklearn") from None
     bunch = sk_load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8), pixels 0..16 → 0..1
     y = bunch.target.astype(np.int64)
