@@ -198,7 +198,7 @@ def test_pickles_are_never_loaded(capsys, tmp_path, kind):
 
 def test_unwritable_png_fails_before_printing(capsys, tmp_path):
     code, out, err = run(capsys, "explain", *write_bad_file(tmp_path, "png folder is a file"))
-    assert code == 2 and out == "" and "cannot be created" in err
+    assert code == 2 and out == "" and "is a file" in err
 
 
 @pytest.mark.parametrize("argv", [["explain", "--random", "3x3"], ["explain", "--filters", "0"],

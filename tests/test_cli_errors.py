@@ -194,7 +194,8 @@ def test_a_missing_extra_names_what_to_install():
     (["cost", "--input", "28x28x192", "--conv", "5x5:32"], ["--input-size 192x28x28"]),
     (["cost", "--input-size", "192x28x28", "--conv", "5x5:32", "--bias"], ["--count-bias"]),
     (["train", "nin_digits", "--no-progress"], ["--quiet"]),
-    (["analyze", "googlenet", "--group-dept", "1"], ["unrecognized arguments: --group-dept"]),
+    (["analyze", "googlenet", "--group-dept", "1"], ["unrecognized arguments: --group-dept",
+                                                      "did you mean --group-depth?"]),
     (["explain", "--layout", "nchw"], ["upper case", "use 'NCHW'"]),
     (["explain", "--max-pix", "3"], ["unrecognized arguments: --max-pix"]),
 ])
@@ -237,7 +238,7 @@ def test_bad_values(capsys, argv, fragment):
 def test_an_output_whose_folder_cannot_be_made(capsys, tmp_path):
     (tmp_path / "file").write_text("")
     assert_error(run(capsys, "cost", "--input-size", "192x28x28", "--conv", "5x5:32", "--json",
-                     tmp_path / "file" / "x.json"), 2, "cannot be created")
+                     tmp_path / "file" / "x.json"), 2, "is a file")
 
 
 def test_an_output_that_is_a_folder(capsys, run_dir, tmp_path):

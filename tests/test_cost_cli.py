@@ -150,7 +150,7 @@ def test_analyze_png_written_atomically(capsys, tmp_path):
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["resnet18.png"]  # no temp file left
     code, out, err = run(capsys, "analyze", "resnet18", "--png", str(target / "x.png"))
-    assert_one_line_error(code, out, err, "cannot be created")
+    assert_one_line_error(code, out, err, "is a file")
 
 
 def test_analyze_module_attr(capsys, tmp_path, monkeypatch):

@@ -178,6 +178,9 @@ def output_path(text: str | None, what: str, *, stdout: bool = True,
     if p.is_dir() and not folder:
         raise CliError(f"expected a file name for {what}, but {text!r} is a folder")
     parent = p if folder and (p.is_dir() or text.endswith(("/", os.sep))) else p.parent
+    blocker = next((q for q in (parent, *parent.parents) if q.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise CliError(f"expected a folder for {what}, but {str(blocker)!r} is a file")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import sys
 import traceback
@@ -80,7 +81,24 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        raise CliError(message, hint=f"see `{self.prog} --help`")
+        hint = f"see `{self.prog} --help`"
+        if message.startswith("unrecognized arguments:"):
+            words = [w.split("=")[0] for w in message.split(":", 1)[1].split()]
+            near = [m for w in words if w.startswith("--")
+                    for m in difflib.get_close_matches(w, self._all_options(), n=1)]
+            hint = f"did you mean {near[0]}?" if near else hint
+        raise CliError(message, hint=hint)
+
+    def _all_options(self) -> list[str]:
+        """Every option string of this parser and of its subcommands."""
+        out: list[str] = []
+        for action in self._actions:
+            out += [o for o in action.option_strings if o.startswith("--")]
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    if isinstance(sub, Parser):
+                        out += sub._all_options()
+        return out
 
 
 class Renamed(argparse.Action):
