@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     # how it is fast, and which library computes an array
     "kernels": 1, "backends": 1,
     # the operators
-    "conv": 2,
+    "conv": 2, "moments": 2, "reduction": 2,
     # the explainer
     "explain": 3,
     # torch integration, then the model zoo

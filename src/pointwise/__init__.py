@@ -14,6 +14,7 @@ from pointwise.cost import Cost, conv_cost
 from pointwise.explain import Trace, explain
 from pointwise.layout import ACTIVATIONS, LAYOUTS
 from pointwise.problem import output_size
+from pointwise.reduction import PCAReduction, fit_reduction
 
 _moved.install()
 
@@ -23,6 +24,7 @@ __all__ = [
     "ACTIVATIONS",
     "LAYOUTS",
     "Cost",
+    "PCAReduction",
     "Trace",
     "__version__",
     "conv1x1",
@@ -30,5 +32,6 @@ __all__ = [
     "conv_cost",
     "cost",
     "explain",
+    "fit_reduction",
     "output_size",
 ]
