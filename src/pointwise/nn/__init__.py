@@ -8,12 +8,18 @@
 * :func:`convert` — swaps every 1×1 ``nn.Conv2d`` of a model for ``Conv1x1``, folding a
   following BatchNorm and fusing a following activation where that is provably safe;
   :func:`to_conv2d` swaps them back, for torch alone.
+* :func:`compress` — replaces each 1×1 conv by a rank-k pair (:class:`LowRankConv1x1`)
+  fitted to its responses on data (PCA, as Zhang, Zou, He and Sun), where that saves MACs.
 
 This package imports torch; ``import pointwise`` does not.
 """
 
 from pointwise.nn import functional
+from pointwise.nn.compress import compress, compress_structure
 from pointwise.nn.convert import ConvertReport, convert, to_conv2d
+from pointwise.nn.lowrank import LowRankConv1x1
 from pointwise.nn.module import Conv1x1
+from pointwise.nn.report import CompressReport, LayerCompression
 
-__all__ = ["Conv1x1", "ConvertReport", "convert", "functional", "to_conv2d"]
+__all__ = ["CompressReport", "Conv1x1", "ConvertReport", "LayerCompression", "LowRankConv1x1",
+           "compress", "compress_structure", "convert", "functional", "to_conv2d"]

@@ -1,10 +1,10 @@
-"""What :func:`pointwise.nn.convert` did to a model, module by module."""
+"""What :func:`pointwise.nn.convert` and :func:`pointwise.nn.compress` did to a model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ConvertReport"]
+__all__ = ["CompressReport", "ConvertReport", "LayerCompression"]
 
 
 @dataclass
@@ -40,4 +40,71 @@ class ConvertReport:
         lines += [f"  in place  {a} after {c}" for c, a in self.inplace]
         lines += [f"  shortcut  of {b} into {c}" for b, c in self.shortcuts]
         lines += [f"  skipped   {n}: {why}" for n, why in self.skipped]
+        return "\n".join(lines)
+
+
+@dataclass
+class LayerCompression:
+    """One 1×1 conv as :func:`pointwise.nn.compress` found it.
+
+    Attributes:
+        name: its qualified name.
+        in_channels, out_channels, groups: C, F and G.
+        rank: k, the channels the pair would pass through.
+        energy: the share of the layer's response variance that k keeps.
+        macs_before, macs_after: MACs per image at the size the data had; equal when the
+            layer was left alone.
+        replaced: whether it is now a ``LowRankConv1x1``.
+        reason: why not, when it was not.
+    """
+
+    name: str
+    in_channels: int
+    out_channels: int
+    groups: int
+    rank: int
+    energy: float
+    macs_before: int
+    macs_after: int
+    replaced: bool
+    reason: str = ""
+
+
+@dataclass
+class CompressReport:
+    """What :func:`pointwise.nn.compress` did: the layers (in model order) and the
+    BatchNorms it folded first (``(conv, batchnorm)``), and the images it fitted on."""
+
+    layers: list[LayerCompression] = field(default_factory=list)
+    folded: list[tuple[str, str]] = field(default_factory=list)
+    images: int = 0
+
+    @property
+    def ranks(self) -> dict[str, int]:
+        """The replaced layers' k, by name: what ``compress_structure`` needs."""
+        return {la.name: la.rank for la in self.layers if la.replaced}
+
+    @property
+    def macs_before(self) -> int:
+        """MACs per image of the 1×1 layers considered, before."""
+        return sum(la.macs_before for la in self.layers)
+
+    @property
+    def macs_after(self) -> int:
+        return sum(la.macs_after for la in self.layers)
+
+    def __str__(self) -> str:
+        saved = 1 - self.macs_after / self.macs_before if self.macs_before else 0.0
+        lines = [f"compress: {sum(la.replaced for la in self.layers)} of {len(self.layers)} "
+                 f"1×1 convs replaced, {len(self.folded)} BatchNorm folded, fitted on "
+                 f"{self.images} images; 1×1 MACs per image {self.macs_before:,} -> "
+                 f"{self.macs_after:,} ({100 * saved:.1f}% fewer)"]
+        width = max([5, *(len(la.name) for la in self.layers)])
+        lines.append(f"  {'layer':<{width}}  {'C -> k -> F':>15}  {'energy':>8}  "
+                     f"{'MACs before':>12}  {'MACs after':>12}")
+        for la in self.layers:
+            shape = f"{la.in_channels} -> {la.rank} -> {la.out_channels}"
+            tail = "" if la.replaced else "  kept: " + la.reason
+            lines.append(f"  {la.name:<{width}}  {shape:>15}  {la.energy:8.5f}  "
+                         f"{la.macs_before:>12,}  {la.macs_after:>12,}{tail}")
         return "\n".join(lines)
