@@ -4,10 +4,11 @@ One module per subcommand group, each with ``add_parsers(sub)`` (registers its p
 importing nothing heavy so that ``--help`` stays fast) and the runners they point to:
 :mod:`~pointwise.cli.explain`, :mod:`~pointwise.cli.analyze` (``models``, ``analyze``),
 :mod:`~pointwise.cli.cost`, :mod:`~pointwise.cli.train` (``train``, ``export``,
-``predict``) and :mod:`~pointwise.cli.bench`. :mod:`~pointwise.cli.args` turns arguments
-into values and holds the conventions every option follows (stated in ``pointwise
---help``); :mod:`~pointwise.cli.errors` turns every failure into one ``error:`` line (and
-maybe a ``hint:`` line) on stderr with a documented exit status, never a traceback.
+``predict``), :mod:`~pointwise.cli.compress` and :mod:`~pointwise.cli.bench`.
+:mod:`~pointwise.cli.args` turns arguments into values and holds the conventions every option
+follows (stated in ``pointwise --help``); :mod:`~pointwise.cli.errors` turns every failure
+into one ``error:`` line (and maybe a ``hint:`` line) on stderr with a documented exit
+status, never a traceback.
 
 A new subcommand: ``p = sub.add_parser(...)`` (a :class:`~pointwise.cli.errors.Parser`),
 options named as :data:`CONVENTIONS` says, ``p.set_defaults(run=runner, extra="torch")``
@@ -25,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from pointwise import __version__
-from pointwise.cli import analyze, bench, cost, explain, train
+from pointwise.cli import analyze, bench, compress, cost, explain, train
 from pointwise.cli.errors import EXIT, Parser, run_command
 
 __all__ = ["CONVENTIONS", "build_parser", "main", "main_entry"]
@@ -90,5 +91,6 @@ def build_parser() -> Parser:
     analyze.add_parsers(sub)
     cost.add_parsers(sub)
     train.add_parsers(sub)
+    compress.add_parsers(sub)
     bench.add_parsers(sub)
     return parser

@@ -55,11 +55,16 @@ class ExportReport:
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The checkpoint's model in eval mode, and the checkpoint itself."""
+    """The checkpoint's model in eval mode, and the checkpoint itself (one of ``pointwise
+    train``, or of ``pointwise compress``, whose 1×1 pairs are rebuilt from its ranks)."""
     state = ckpt_io.load(path)
     config = TrainConfig.from_dict(state["config"])
     info = state["data"]
     model = build_model(config.model, int(info["in_channels"]), int(info["num_classes"]))
+    if "compressed" in state:  # written by `pointwise compress`: rebuild its structure
+        from pointwise.nn import compress_structure
+
+        model = compress_structure(model.eval(), dict(state["compressed"]["ranks"]))
     model.load_state_dict(state["model"])
     return model.eval(), state
 

@@ -288,6 +288,10 @@ def _resume_state(path: Path | None, config: TrainConfig,
         log(f"no checkpoint at {path} yet: starting from epoch 0")
         return None
     state = ckpt_io.load(path)
+    if "compressed" in state:
+        raise ValueError(f"expected a checkpoint of `pointwise train` to resume, but {path} "
+                         f"was written by `pointwise compress` and holds no optimizer state; "
+                         f"choose another --out")
     stored = state["config"]
     done = int(state["epoch"])
     if config.epochs < done:
