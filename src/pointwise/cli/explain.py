@@ -19,7 +19,7 @@ from pointwise.cli.args import (
     write_output,
 )
 from pointwise.cli.errors import CliError
-from pointwise.explain import explain, random_filter, random_input, tutorial_example
+from pointwise.explain import explain, explain_pca, random_filter, random_input, tutorial_example
 from pointwise.layout import LAYOUTS
 
 __all__ = ["MAX_VALUES", "add_parsers"]
@@ -73,6 +73,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--max-pixels", metavar="K", type=positive,
         help="write out at most K pixel lines (one per pixel and filter; default 16)",
     )
+    p.add_argument(
+        "--pca", action="store_true",
+        help="instead: the 1×1 conv that best reduces the input's C channels to the filter's "
+        "F (PCA of the pixels), beside the filter, with the variance each keeps",
+    )
     p.add_argument("--json", metavar="PATH",
                    help="write the trace as JSON to PATH ('-': print it instead of the text)")
     p.add_argument("--png", metavar="PATH", help="also draw input, filter, bias and output "
@@ -105,8 +110,10 @@ def run_explain(args: argparse.Namespace) -> int:
     else:
         w, filters = None, 1  # the tutorial's filter
     _check_output(x, filters, layout)
-    bias = None if args.bias is None else parse_bias(args.bias, x)
     limit = {} if args.max_pixels is None else {"max_pixels": args.max_pixels}
+    if args.pca:
+        return _run_pca(args, x, w, json_path, limit)
+    bias = None if args.bias is None else parse_bias(args.bias, x)
     trace = explain(x, w, bias, layout=layout, **limit)
     # Draw first: a PNG that cannot be written fails the command before anything is printed.
     path = None if png_path is None else trace.to_png(png_path)
@@ -116,6 +123,22 @@ def run_explain(args: argparse.Namespace) -> int:
         print(trace.to_text())
     if path is not None:
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _run_pca(args: argparse.Namespace, x: np.ndarray | None, w: np.ndarray | None,
+             json_path: str | None, limit: dict[str, int]) -> int:
+    if args.bias is not None:
+        raise CliError(f"expected no --bias with --pca, but got --bias {args.bias}",
+                       hint="--pca compares what filters keep, which a bias does not change")
+    if args.png is not None:
+        raise CliError(f"expected no --png with --pca, but got --png {args.png}",
+                       hint="--pca writes text, or JSON with --json PATH")
+    result = explain_pca(x, w, layout=args.layout, **limit)
+    if json_path is not None:
+        write_output(json_path, strict_json(result.to_dict()))
+    if json_path != "-":
+        print(result.to_text())
     return 0
 
 
