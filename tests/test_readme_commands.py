@@ -50,6 +50,8 @@ PRINTS = {
     "pointwise train": "done: nin_digits on digits",
     "pointwise export": "same argmax",
     "pointwise predict": "accuracy",
+    "pointwise compress": "test accuracy",
+    "pointwise explain --pca": "the tutorial's filter",
     "torchrun": "done: nin_digits on digits",
 }
 
