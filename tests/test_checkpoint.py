@@ -123,3 +123,58 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(tmp_path):
     print(f"{kills} kills, {mid_write} mid-write, reached epoch {last_epoch}")
     assert mid_write >= 1, "no kill landed during a write; the test did not test anything"
     assert last_epoch > kills  # every resumed run made progress
+
+
+def _tensor_offsets(path):
+    """Byte ranges of every tensor's data inside a torch.save zip: (start, size) each."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        infos = [i for i in z.infolist() if "/data/" in i.filename and i.file_size]
+    out = []
+    raw = path.read_bytes()
+    for info in infos:  # stored uncompressed: the data follows its local header
+        name_len, extra_len = np.frombuffer(raw[info.header_offset + 26:
+                                                info.header_offset + 30], "<u2")
+        out.append((info.header_offset + 30 + int(name_len) + int(extra_len), info.file_size))
+    return out
+
+
+def test_a_bit_flipped_tensor_is_refused(tmp_path):
+    """Every bit of a small tensor's bytes, flipped one at a time, is refused with a clear
+    error: torch's reader checks no CRC, so the state's checksum is what sees it."""
+    path = tmp_path / "c.pt"
+    ck.save(path, {"model": {"w": torch.arange(4.0)}, "epoch": 3})
+    (start, size), = _tensor_offsets(path)
+    assert size == 16
+    good = path.read_bytes()
+    for bit in range(8 * size):
+        bad = bytearray(good)
+        bad[start + bit // 8] ^= 1 << (bit % 8)
+        path.write_bytes(bytes(bad))
+        with pytest.raises(ValueError, match="recorded checksum"):
+            ck.load(path)
+    path.write_bytes(good)
+    assert torch.equal(ck.load(path)["model"]["w"], torch.arange(4.0))
+
+
+def test_an_edited_primitive_is_refused_and_the_digest_sees_types_and_order():
+    a = {"w": torch.zeros(2), "lr": 0.1, "name": "x", "n": [1, 2]}
+    variants = [{**a, "lr": 0.1000001}, {**a, "name": "y"}, {**a, "n": [2, 1]},
+                {**a, "n": (1, 2, 3)}, {**a, "w": torch.zeros(2, dtype=torch.float64)},
+                {**a, "w": torch.zeros(1, 2)}, {**a, "n": [True, 2]}, {**a, "lr": None},
+                dict(reversed(list(a.items())))]
+    digests = {ck.digest(v) for v in variants}
+    assert ck.digest(a) not in digests and len(digests) == len(variants)
+    with pytest.raises(ValueError, match="only tensors and primitives.*set"):
+        ck.digest({"x": {1, 2}})
+
+
+def test_version_1_files_still_load_unchecked(tmp_path):
+    """Checkpoints written before the checksum (version 1) load, with nothing to verify."""
+    torch.save({"format": ck.FORMAT, "version": 1, "epoch": 2}, tmp_path / "v1.pt")
+    assert ck.load(tmp_path / "v1.pt")["epoch"] == 2
+    for version in (1.0, True, 3, "2"):
+        torch.save({"format": ck.FORMAT, "version": version}, tmp_path / "v.pt")
+        with pytest.raises(ValueError, match="expected checkpoint version 2"):
+            ck.load(tmp_path / "v.pt")

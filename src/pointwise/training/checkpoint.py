@@ -11,13 +11,22 @@ folder, fsync, ``os.replace``, then an fsync of the folder so the rename itself 
 A SIGKILL or power cut at any moment therefore leaves the previous checkpoint or the new
 one, never a torn file; the worst case is a stale ``.NAME.*.tmp`` beside it, which
 :func:`remove_stale_temps` clears when training starts again.
+
+A torn write is not the only way a file goes bad: a flipped bit on disk or in a copy leaves
+a file that loads, with one weight changed. torch's zip reader does not check the entries'
+CRCs, so :func:`save` records a SHA-256 of the whole state (every tensor's dtype, shape and
+bytes, every primitive, in order) under ``"sha256"`` and :func:`load` refuses a file whose
+state no longer matches it. (The checksum finds damage, not forgery: whoever edits a file
+can recompute it. Version 1 files predate it and load unchecked.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pickle
+import struct
 import random
 import zipfile
 from pathlib import Path
@@ -28,19 +37,23 @@ import torch
 
 from pointwise.files import atomic_write
 
-__all__ = ["FORMAT", "VERSION", "get_rng_state", "load", "remove_stale_temps", "save",
-           "set_rng_state"]
+__all__ = ["CHECKSUM", "FORMAT", "VERSION", "digest", "get_rng_state", "load",
+           "remove_stale_temps", "save", "set_rng_state"]
 
 FORMAT = "pointwise.training.checkpoint"
-VERSION = 1
+VERSION = 2
+CHECKSUM = "sha256"
 
 
 def save(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """Write ``state`` (tensors and primitives only) atomically to ``path``."""
+    """Write ``state`` (tensors and primitives only) atomically to ``path``, with a
+    checksum of it."""
     path = Path(path)
+    full = {"format": FORMAT, "version": VERSION, **state}
+    full.pop(CHECKSUM, None)  # a state loaded earlier carries its old one
+    full[CHECKSUM] = digest(full)
     with atomic_write(path) as fh:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, fh)
-    _fsync_dir(path.parent)
+        torch.save(full, fh)
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -79,10 +92,67 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"expected a pointwise checkpoint (format {FORMAT!r}) in "
                          f"{str(path)!r}, but got {got}; checkpoints come from "
                          f"`pointwise train --out DIR`")
-    if state.get("version") != VERSION:
-        raise ValueError(f"expected checkpoint version {VERSION}, but got "
-                         f"{state.get('version')!r} in {str(path)!r}")
+    version = state.get("version")
+    if type(version) is not int or version not in (1, VERSION):
+        raise ValueError(f"expected checkpoint version {VERSION}, but got {version!r} in "
+                         f"{str(path)!r}")
+    if version == VERSION:
+        recorded = state.pop(CHECKSUM, None)
+        if digest(state) != recorded:
+            raise ValueError(f"expected the checkpoint in {str(path)!r} to match its "
+                             f"recorded checksum, but it does not: the file was damaged or "
+                             f"edited after it was written; resume from an earlier copy or "
+                             f"start again")
     return state
+
+
+def digest(state: Any) -> str:
+    """SHA-256 of a state of tensors and primitives: types, values and order, so any change
+    to a tensor's bytes, dtype or shape, or to any primitive, changes it.
+
+    >>> digest({"w": torch.zeros(2), "epoch": 3}) == digest({"w": torch.zeros(2), "epoch": 3})
+    True
+    >>> digest({"w": torch.zeros(2)}) == digest({"w": torch.zeros(2, dtype=torch.float64)})
+    False
+
+    Raises:
+        ValueError: ``state`` holds something other than tensors and primitives.
+    """
+    h = hashlib.sha256()
+    _feed(h, state)
+    return h.hexdigest()
+
+
+def _feed(h: Any, v: Any) -> None:
+    """Write ``v`` into ``h`` unambiguously: a tag, then a length or the value."""
+    if v is None:
+        h.update(b"N")
+    elif isinstance(v, bool):  # before int: bool is an int
+        h.update(b"B1" if v else b"B0")
+    elif isinstance(v, int):
+        h.update(b"I%d;" % v)
+    elif isinstance(v, float):
+        h.update(b"F" + struct.pack("<d", v))
+    elif isinstance(v, str):
+        raw = v.encode("utf-8", "surrogatepass")
+        h.update(b"S%d:" % len(raw) + raw)
+    elif isinstance(v, (list, tuple)):
+        h.update(b"L%d:" % len(v))
+        for item in v:
+            _feed(h, item)
+    elif isinstance(v, dict):
+        h.update(b"D%d:" % len(v))
+        for key, item in v.items():
+            _feed(h, key)
+            _feed(h, item)
+    elif isinstance(v, torch.Tensor) and v.layout == torch.strided and not v.is_quantized:
+        t = v.detach().cpu().resolve_conj().resolve_neg().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, (numel·size,)
+    else:
+        raise ValueError(f"expected only tensors and primitives in a checkpoint, but got "
+                         f"{type(v).__name__}")
 
 
 def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
@@ -121,17 +191,3 @@ def set_rng_state(state: dict[str, Any], loader: torch.Generator | None = None) 
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
     if loader is not None and "loader" in state:
         loader.set_state(state["loader"])
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable: a folder's entries reach disk only when it is fsynced."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open a folder; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
