@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -59,3 +61,106 @@ def test_export_of_a_foreign_file_fails_cleanly(tmp_path, capsys):
     assert main(["export", str(bad), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "expected a pointwise checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ----------------------------------------------------------- a checkpoint never runs code
+EVIL = '''
+import pathlib
+pathlib.Path("EVIL_RAN").write_text(__name__)
+
+def build(**kwargs):
+    pathlib.Path("EVIL_BUILT").write_text("x")
+    from pointwise.models import create
+    return create("nin_digits", **kwargs)
+'''
+
+
+def _string_fields(obj, path=()):
+    """Every place in a checkpoint that holds a str, as a key path."""
+    if isinstance(obj, str):
+        yield path
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _string_fields(v, (*path, k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _string_fields(v, (*path, i))
+
+
+def _set(obj, path, value):
+    for k in path[:-1]:
+        obj = obj[k]
+    obj[path[-1]] = value
+
+
+def test_no_checkpoint_field_can_import_a_module(checkpoint, tmp_path, monkeypatch, capsys):
+    """Each str field of a real checkpoint set to "evilmod:build", with ./evilmod.py beside
+    it and the folder on sys.path as `python -m` would put it; the model's field also to
+    "this:x" (the standard library's module that prints the Zen of Python). Neither
+    predict, export nor train --resume imports it."""
+    from pointwise.training import checkpoint as ck
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "evilmod.py").write_text(EVIL)
+    fields = list(_string_fields(ck.load(checkpoint)))
+    assert ("config", "model") in fields and len(fields) >= 5
+    runs = 0
+    for field in fields:
+        is_model = field == ("config", "model")
+        for spec in ("evilmod:build", "this:x") if is_model else ("evilmod:build",):
+            crafted = ck.load(checkpoint)
+            _set(crafted, field, spec)
+            (tmp_path / "run").mkdir(exist_ok=True)
+            ck.save(tmp_path / "run" / "checkpoint.pt", crafted)  # a valid checksum: forged
+            commands = [["predict", "run/checkpoint.pt"]]
+            if is_model:
+                commands += [["export", "run/checkpoint.pt", "--onnx", "out.onnx"],
+                             ["train", "nin_digits", "--out", "run", "--resume", "--epochs",
+                              "1", "--quiet"]]
+            for argv in commands:
+                code = main(argv)
+                out, err = capsys.readouterr()
+                if is_model:
+                    assert code == 2, (argv, err)
+                    assert argv[0] == "train" or "never chooses code to run" in err, err
+                assert "Beautiful is better than ugly" not in out + err
+                runs += 1
+            assert "evilmod" not in sys.modules and "this" not in sys.modules, field
+            assert not (tmp_path / "EVIL_RAN").exists(), field
+    assert runs == len(fields) + 5
+
+
+def test_a_factory_model_needs_the_users_own_model_option(checkpoint, tmp_path, monkeypatch,
+                                                         capsys):
+    """A checkpoint trained from a factory is rebuilt from the factory the user names, which
+    is the only way module code runs; the checkpoint's name is ignored."""
+    from pointwise.training import checkpoint as ck
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "factory_for_export_test.py").write_text(EVIL.replace("EVIL_RAN", "IMPORTED"))
+    crafted = ck.load(checkpoint)
+    crafted["config"]["model"] = "somewhere_else:nothing"
+    ck.save(tmp_path / "f.pt", crafted)
+    assert main(["predict", "f.pt"]) == 2
+    assert "--model PACKAGE.MODULE:FACTORY" in capsys.readouterr().err
+    assert main(["predict", "f.pt", "--model", "factory_for_export_test:build"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert (tmp_path / "IMPORTED").exists() and (tmp_path / "EVIL_BUILT").exists()
+    sys.modules.pop("factory_for_export_test", None)
+
+
+def test_weights_must_fit_the_model_before_anything_is_allocated(checkpoint, tmp_path):
+    """A forged class count of 10**12 is refused on the meta device, not allocated."""
+    from pointwise.training import checkpoint as ck
+
+    crafted = ck.load(checkpoint)
+    crafted["data"]["num_classes"] = 10**12
+    ck.save(tmp_path / "big.pt", crafted)
+    with pytest.raises(ValueError, match="to fit its model, but got other shapes"):
+        load_model(tmp_path / "big.pt")
+    crafted["data"]["num_classes"] = "10"
+    ck.save(tmp_path / "str.pt", crafted)
+    with pytest.raises(ValueError, match=r"data.num_classes as an int >= 1.*'10'"):
+        load_model(tmp_path / "str.pt")

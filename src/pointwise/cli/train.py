@@ -20,6 +20,9 @@ __all__ = ["add_parsers", "main", "run_export", "run_predict", "run_train"]
 
 ONNX_MAGIC = b"\x08"  # an ONNX ModelProto starts with field 1 (ir_version), a varint
 
+_MODEL_HELP = ("the factory that builds a checkpoint's model when it is not a zoo model; a "
+               "checkpoint never names code to run itself")
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``train``, ``export`` and ``predict`` on ``sub``."""
@@ -71,6 +74,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimize", action="store_true",
                    help="pointwise.nn.convert first: fold BatchNorm, fuse activations")
     p.add_argument("--opset", type=positive, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY", help=_MODEL_HELP)
     p.set_defaults(run=run_export, extra="onnx")
 
     p = sub.add_parser(
@@ -80,6 +84,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="CHECKPOINT|MODEL.onnx")
     p.add_argument("--data", metavar="digits|PATH.npz",
                    help="default: the data the model was trained on")
+    p.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY", help=_MODEL_HELP)
     p.set_defaults(run=run_predict, extra="onnx")
 
 
@@ -138,7 +143,8 @@ def run_export(args: argparse.Namespace) -> int:
     source = _checkpoint_file(args.checkpoint)
     target = output_path(args.onnx, "--onnx", stdout=False) or args.onnx
     try:
-        report = export_onnx(source, target, optimize=args.optimize, opset=args.opset)
+        report = export_onnx(source, target, optimize=args.optimize, opset=args.opset,
+                             model=args.model)
     except RuntimeError as e:  # onnxruntime disagreed with torch: a failed check, not usage
         raise CliError(str(e), code=EXIT["failed"]) from None
     print(report)
@@ -151,7 +157,7 @@ def run_predict(args: argparse.Namespace) -> int:
     p = input_file(args.source, "CHECKPOINT|MODEL.onnx", folder_hint="checkpoint.pt")
     if p.suffix.lower() != ".onnx":
         _checkpoint_file(args.source)
-    accuracy, correct, total = predict(p, args.data)
+    accuracy, correct, total = predict(p, args.data, args.model)
     print(f"{args.source}: accuracy {100 * accuracy:.2f}% ({correct}/{total})")
     return 0
 

@@ -56,6 +56,37 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: Any) -> TrainConfig:
+        """The config stored by :meth:`to_dict`; every field's type is checked, because the
+        dict comes from a file (``ValueError`` naming the field otherwise)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected the checkpoint's config as a dict, but got "
+                             f"{type(d).__name__}")
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            kinds = _KINDS[f.name]
+            ok = any(v is None if k is None else
+                     isinstance(v, k) and not (isinstance(v, bool) and k is not bool)
+                     for k in kinds)
+            if not ok:
+                want = " or ".join("None" if k is None else k.__name__ for k in kinds)
+                raise ValueError(f"expected the config's {f.name!r} as {want}, but got "
+                                 f"{type(v).__name__} {_short(v)}")
+            values[f.name] = v
+        return cls(**values)
+
+
+# The type each stored field may have (a float field takes an int too, as JSON would).
+_KINDS: dict[str, tuple[Any, ...]] = {
+    "model": (str,), "data": (str,), "epochs": (int,), "batch_size": (int,),
+    "lr": (float, int, None), "optimizer": (str,), "weight_decay": (float, int),
+    "seed": (int,), "limit_batches": (int, None),
+}
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
