@@ -1,6 +1,7 @@
 """Independent references for the operator, used by every test that checks numbers.
 
-* :func:`reference_conv` — NumPy only: zero-pad, subsample, ``np.einsum`` per group, in float64.
+* :func:`reference_conv` — NumPy only: zero-pad, subsample, ``np.einsum`` per group, in float64
+  (or on Python ints, for integer inputs).
 * :func:`numeric_grads` — central finite differences of ``Σ g·y`` through the operator.
 * :func:`check_against_torch` — one oracle: forward and backward against
   ``torch.nn.functional.conv2d`` and autograd, with separate tolerances.
@@ -60,11 +61,15 @@ def weight_cf(w: np.ndarray, layout: str) -> np.ndarray:
 
 
 def reference_conv(x, w, b=None, *, layout="NHWC", stride=1, padding=0, groups=1,
-                   activation=None) -> np.ndarray:
-    """The 1×1 conv from its definition, with NumPy only, in float64 (ints stay exact)."""
+                   activation=None, python_ints=False) -> np.ndarray:
+    """The 1×1 conv from its definition, with NumPy only, in float64 (ints stay exact).
+
+    ``python_ints``: integer inputs compute on Python ints (an object array), which never
+    overflow, for checking what int64 can and cannot hold.
+    """
     x4 = to_nhwc(x, layout)
     exact = x4.dtype.kind in "iu" and np.asarray(w).dtype.kind in "iu"
-    dt = np.int64 if exact else np.float64
+    dt = (object if python_ints else np.int64) if exact else np.float64
     x4 = x4.astype(dt)
     wm = weight_cf(w, layout).astype(dt)  # (C/G, F)
     (sh, sw), (ph, pw_) = _pair(stride), _pair(padding)

@@ -140,3 +140,20 @@ def test_geometry_interior_is_exactly_the_pixels_that_read_input(size, pad, stri
     interior = [o for o in range(g.out) if 0 <= o * stride - pad < size]
     assert list(range(g.lo, g.lo + g.count)) == interior
     assert list(range(size)[g.in_slice()]) == [o * stride - pad for o in interior]
+
+
+@pytest.mark.parametrize("order", [">", "<"])
+@pytest.mark.parametrize("kind", ["f4", "f8", "i4", "u2"])
+def test_either_byte_order_computes_the_same_values(order, kind):
+    """Big-endian x with native weights (an array saved on another machine) is the same
+    numbers, not a dtype mix; an out= in the other byte order names the byte order."""
+    x = np.arange(24).reshape(1, 2, 3, 4)
+    w = np.arange(8).reshape(4, 2)
+    want = pw.conv1x1(x.astype(kind), w.astype(kind))
+    got = pw.conv1x1(x.astype(order + kind), w.astype(kind), np.ones(2, order + kind))
+    assert got.dtype.isnative and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want + 1)
+    if kind.startswith("f"):
+        other = ">" if np.little_endian else "<"
+        raises(ValueError, "byte order", x.astype(kind), w.astype(kind),
+               out=np.empty(want.shape, other + kind))

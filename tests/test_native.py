@@ -201,7 +201,9 @@ def test_calls_the_kernels_cannot_address_take_the_numpy_path(monkeypatch, case)
         x = x.astype(">f4")
         x, w, b = x, w.astype(">f4"), b.astype(">f4")
     y = pw.conv1x1(x, w, b, **kw)
-    assert calls == [] or case == "padding"
+    # byte-swapped input is put in native order once at the boundary (the same values), and
+    # then the kernels address it
+    assert calls == ["rows"] if case == "byteswapped" else (calls == [] or case == "padding")
     monkeypatch.setattr(_native, "_kernel", None)
     np.testing.assert_allclose(y, pw.conv1x1(x, w, b, **kw), rtol=1e-5, atol=1e-4)
 

@@ -33,8 +33,10 @@ __all__ = [
     "LAYOUTS",
     "Geometry",
     "Problem",
+    "INT64_MAX",
     "check_backward",
     "check_forward",
+    "int_bound",
     "output_size",
 ]
 
@@ -65,6 +67,8 @@ def as_array(value: Any, name: str) -> np.ndarray:
         arr = np.asarray(value)
     except ValueError as e:  # ragged nested lists
         raise ValueError(f"expected {name} to be a rectangular array, but got {e}") from None
+    if not arr.dtype.isnative:  # big-endian data (a file from another machine): same values
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     kind = arr.dtype.kind
     if kind in "iu":
         return arr
@@ -269,6 +273,9 @@ def check_forward(
             f"expected floating inputs for activation={act!r}, but got integer dtype {dtype}; "
             f"cast x and weight with .astype(np.float32)"
         )
+    if dtype.kind in "iu":
+        _check_int64_sums("the output", [(int_bound(xa) * int_bound(wa), c // groups),
+                                         (int_bound(ba), 1)])
     compute = np.dtype(np.float32) if _is_half(dtype) else dtype
     h, w_ = (x4.shape[1], x4.shape[2]) if channels_last else (x4.shape[2], x4.shape[3])
     return Problem(
@@ -289,14 +296,50 @@ def check_forward(
     )
 
 
+INT64_MAX = 2**63 - 1
+
+
+def int_bound(a: np.ndarray | None) -> int:
+    """``max |a|`` as a Python int (0 for None or an empty array), computed without
+    ``np.abs``, which wraps at int64's minimum; one element for a zero-stride stand-in."""
+    if a is None or a.size == 0:
+        return 0
+    if not any(a.strides):  # every element is the first one
+        v = int(a.reshape(-1)[0])
+        return abs(v)
+    return max(abs(int(a.max())), abs(int(a.min())))
+
+
+def _check_int64_sums(what: str, terms: list[tuple[int, int]]) -> None:
+    """Integers compute exactly, in int64: refuse a call whose sums could leave int64.
+
+    ``terms`` lists (largest |product|, how many are summed); the bound covers every partial
+    sum, so no step of the GEMM can wrap. It is a bound, not the sum: values whose products
+    cancel may be refused although their exact sum would fit.
+    """
+    bound = sum(m * k for m, k in terms)
+    if bound > INT64_MAX:
+        parts = " + ".join(f"{k} × {m}" for m, k in terms if m)
+        raise ValueError(
+            f"expected integer inputs whose sums fit in int64 (integers compute exactly, in "
+            f"int64), but {what} may reach {parts} = {bound:.4g} (terms × largest |term|), "
+            f"beyond 2**63 - 1; cast to "
+            f"float64 to compute with rounding, or use smaller values"
+        )
+
+
 def check_out(out: Any, p: Problem, inputs: tuple[np.ndarray | None, ...]) -> np.ndarray:
     """Validate a preallocated result: exact shape and dtype, writeable, no overlap with inputs."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"expected out to be a numpy.ndarray, but got {type(out).__name__}")
     if out.shape != p.out_shape or out.dtype != p.dtype:
+        order = ""
+        if out.dtype.newbyteorder("=") == p.dtype:
+            order = (f" (byte order {out.dtype.str!r}: the result is written in the machine's "
+                     f"native byte order; convert afterwards with .astype({out.dtype.str!r}))")
         raise ValueError(
             f"expected out of shape {_fmt(p.out_shape)} and dtype {p.dtype}, "
-            f"but got shape {_fmt(out.shape)} and dtype {out.dtype}"
+            f"but got shape {_fmt(out.shape)} and dtype {out.dtype}{order}"
         )
     if not out.flags.writeable:
         raise ValueError("expected a writeable out array, but got a read-only one")
@@ -325,4 +368,16 @@ def check_backward(grad_out: Any, p: Problem, y: Any) -> tuple[np.ndarray, np.nd
                 f"expected y of shape {_fmt(p.out_shape)} (the forward output), "
                 f"but got y of shape {_fmt(ya.shape)}"
             )
+    if p.dtype.kind in "iu":
+        if g.dtype.kind not in "iu":
+            raise TypeError(
+                f"expected an integer grad_out for integer x and weight (their gradients are "
+                f"exact int64), but got grad_out of dtype {g.dtype}; cast x and weight to "
+                f"{g.dtype} for a floating backward"
+            )
+        gm, pixels = int_bound(g), p.n * p.rows.out * p.cols.out
+        _check_int64_sums("grad_x", [(gm * int_bound(p.w), p.f // p.groups)])
+        _check_int64_sums("grad_weight", [(gm * int_bound(p.x),
+                                           p.n * p.rows.count * p.cols.count)])
+        _check_int64_sums("grad_bias", [(gm, pixels)])
     return g, ya

@@ -30,7 +30,7 @@ from pointwise.conv import conv1x1
 from pointwise.cost import CONVENTION, Cost, conv_cost
 from pointwise.explain.examples import AXES, tutorial_example
 from pointwise.explain.text import Number, factor, fmt_number, labelled
-from pointwise.layout import LAYOUTS, Problem, as_array, check_forward
+from pointwise.layout import INT64_MAX, LAYOUTS, Problem, as_array, check_forward, int_bound
 
 __all__ = ["PixelLine", "Trace", "explain"]
 
@@ -224,8 +224,11 @@ def explain(
 
 # ------------------------------------------------------------------------------- helpers
 def _exact(a: np.ndarray) -> np.ndarray:
-    # Narrow integer types would wrap in the operator; int64 keeps every sum here exact.
-    return a.astype(np.int64) if a.dtype.kind in "iu" else a
+    # Narrow integer types would wrap in the operator; int64 keeps every sum here exact. A
+    # uint64 value beyond int64 stays as it is, for the operator to refuse (a cast would wrap).
+    if a.dtype.kind not in "iu" or (a.dtype == np.uint64 and int_bound(a) > INT64_MAX):
+        return a
+    return a.astype(np.int64)
 
 
 def _line(p: Problem, y4: np.ndarray, n: int, i: int, j: int, f: int) -> PixelLine:

@@ -34,6 +34,8 @@ _NP_DTYPES = {
     torch.int32: np.int32,
     torch.int64: np.int64,
     torch.uint8: np.uint8,
+    torch.uint16: np.uint16,
+    torch.uint32: np.uint32,
     torch.bool: np.bool_,
     torch.complex64: np.complex64,
     torch.complex128: np.complex128,
@@ -48,7 +50,14 @@ def _np_dtype(dt: torch.dtype) -> np.dtype:
             return np.dtype(ml_dtypes.bfloat16)
         except ImportError:  # only the "one float dtype" check sees it: float16 stands in
             return np.dtype(np.float16)
-    return np.dtype(_NP_DTYPES.get(dt, np.float32))
+    found = _NP_DTYPES.get(dt)
+    if found is None:  # float8, uint64, ...: computing in another dtype would be silent
+        hint = ("its values may not fit int64, in which integers compute; check them and "
+                "cast with .to(torch.int64)" if dt == torch.uint64 else
+                "cast with .to(torch.float32)")
+        raise TypeError(f"expected tensors of dtype float16, bfloat16, float32, float64 or an "
+                        f"integer dtype of up to 32 bits or int64, but got {dt}; {hint}")
+    return np.dtype(found)
 
 
 def _stand_in(t: Any) -> Any:
