@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 import pointwise as pw
@@ -164,3 +166,102 @@ def test_fast_path_writes_an_exact_out_and_declines_an_overlapping_one():
     assert _fastpath.try_forward(x, w, b, "NHWC", 1, 0, 1, None, ro) is None
     with pytest.raises(ValueError, match="overlap"):  # the full path's own error
         pw.conv1x1(x, w, b, out=x)
+
+
+# ------------------------------------------------ the fast path never changes what a call does
+OUTS = ["none", "exact", "offset", "fortran", "strided", "read-only", "overlaps x",
+        "other dtype", "other shape"]
+
+
+def _placed(a, offset, rng_bytes=None):
+    """A copy of ``a`` at ``offset`` bytes into a fresh buffer (misaligned unless offset is
+    a multiple of the itemsize); ``rng_bytes`` fills the buffer first."""
+    buf = np.zeros(a.nbytes + offset + 8, np.uint8) if rng_bytes is None else rng_bytes
+    view = buf[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape)
+    view[...] = a
+    return view
+
+
+def _operands(spec):
+    """x, w, b and out (or None) from ``spec``, afresh each call, so the fast and the full
+    path each get their own copies laid out the same way."""
+    layout, dt, xs, ws, bias, x_offset, x_order, out_kind, out_offset, seed = spec
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dt)
+    if x_order == "transposed":  # a non-contiguous view holding the same values
+        x = np.ascontiguousarray(np.swapaxes(x, -1, -2)).swapaxes(-1, -2)
+    elif x_offset:
+        x = _placed(x, x_offset)
+    w = rng.standard_normal(ws).astype(dt)
+    b = rng.standard_normal(ws[-1] if layout in ("NHWC", "HWC") else ws[0]).astype(dt) \
+        if bias else None
+    shape = pw.conv1x1(x.copy(), w, b, layout=layout, stride=(1, 1)).shape
+    fill = np.full(shape, 7.0, dt)  # what out= holds before the call
+    out = {
+        "none": lambda: None,
+        "exact": lambda: fill.copy(),
+        "offset": lambda: _placed(fill, out_offset),
+        "fortran": lambda: np.asfortranarray(fill),
+        "strided": lambda: np.repeat(fill, 2, axis=-1)[..., ::2],
+        "read-only": lambda: np.require(fill.copy(), requirements="C"),
+        "overlaps x": lambda: x if x.shape == shape and x.dtype == dt else fill.copy(),
+        "other dtype": lambda: fill.astype(np.float64 if dt == np.float32 else np.float32),
+        "other shape": lambda: np.full((*shape[:-1], shape[-1] + 1), 7.0, dt),
+    }[out_kind]()
+    if out_kind == "read-only":
+        out.flags.writeable = False
+    return x, w, b, out
+
+
+@st.composite
+def plain_specs(draw):
+    layout = draw(st.sampled_from(["NHWC", "HWC", "NCHW", "CHW"]))
+    dt = draw(st.sampled_from([np.float32, np.float64]))
+    n, h, w_, c, f = (draw(st.integers(1, 3)), draw(st.integers(1, 4)),
+                      draw(st.integers(1, 4)), draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+    xs = {"NHWC": (n, h, w_, c), "HWC": (h, w_, c), "NCHW": (n, c, h, w_), "CHW": (c, h, w_)}
+    last = layout in ("NHWC", "HWC")
+    ws = draw(st.sampled_from([(c, f), (1, 1, c, f)] if last else [(f, c), (f, c, 1, 1)]))
+    return (layout, dt, xs[layout], ws, draw(st.booleans()),
+            draw(st.sampled_from([0, 0, 1, 2, 4])), draw(st.sampled_from(["c", "transposed"])),
+            draw(st.sampled_from(OUTS)), draw(st.integers(1, 7)), draw(st.integers(0, 9)))
+
+
+def _outcome(spec, activation, full):
+    x, w, b, out = _operands(spec)
+    kw = {"layout": spec[0], "activation": activation, "out": out,
+          "stride": (1, 1) if full else 1}  # a pair: the fast path steps aside
+    try:
+        y = pw.conv1x1(x, w, b, **kw)
+    except (ValueError, TypeError) as e:
+        return type(e), str(e), None, out
+    assert out is None or y is out
+    return None, None, np.array(y), out
+
+
+@settings(max_examples=400, deadline=None)
+@given(plain_specs(), st.sampled_from([None, "relu", "relu6"]))
+def test_the_fast_path_does_what_the_full_path_does(spec, activation):
+    """Over layouts, dtypes, weight formats, misaligned and non-contiguous x, and out= of
+    every kind (exact, misaligned by 1..7 bytes, Fortran-ordered, strided, read-only,
+    overlapping x, wrong dtype or shape): the same error, or the same numbers."""
+    fast = _outcome(spec, activation, full=False)
+    full = _outcome(spec, activation, full=True)
+    assert fast[:2] == full[:2]  # the same exception type and message, or none
+    if fast[2] is not None:
+        tol = 1e-5 if spec[1] == np.float32 else 1e-12
+        np.testing.assert_allclose(fast[2], full[2], rtol=tol, atol=tol)
+        if fast[3] is not None:
+            np.testing.assert_allclose(fast[3], full[3], rtol=tol, atol=tol)
+
+
+def test_a_misaligned_out_takes_the_full_path_as_reported():
+    """The report's case: a small NHWC float32/float64 call with out= 1, 2 or 4 bytes off
+    its alignment raised NumPy's "output array is not acceptable"."""
+    for dt, offsets in ((np.float32, (1, 2)), (np.float64, (1, 2, 4))):
+        x, w = np.ones((1, 3, 3, 2), dt), np.ones((2, 4), dt)
+        for offset in offsets:
+            out = _placed(np.zeros((1, 3, 3, 4), dt), offset)
+            assert not out.flags.aligned
+            assert pw.conv1x1(x, w, out=out) is out
+            np.testing.assert_array_equal(out, np.full((1, 3, 3, 4), 2.0))

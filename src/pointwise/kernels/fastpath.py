@@ -4,7 +4,8 @@ The full path validates every argument into a :class:`pointwise.layout.Problem` 
 blocks; for the tutorial's 3×3×2 image that bookkeeping costs ~20 µs against ~1 µs of
 arithmetic. Here a handful of exact type and shape tests recognise the commonest call:
 float32/float64 ndarrays of one dtype, stride 1, no padding, one group, activation None,
-ReLU or ReLU6, and an ``out=`` (if any) that is exact and overlaps nothing.
+ReLU or ReLU6, and an ``out=`` (if any) that is exact, C-contiguous, aligned and overlaps
+nothing.
 
 * float32 goes to the compiled kernels (:mod:`pointwise.kernels.native`) at any size, when they
   are built and take the operands (a view needs no copy): they fuse bias and ReLU, so the
@@ -103,8 +104,8 @@ def try_forward(x: Any, weight: Any, bias: Any, layout: Any, stride: Any, paddin
     else:
         shape = (*x.shape[:-3], f, *x.shape[-2:])  # (..., F, H, W)
     if out is not None and (out.shape != shape or out.dtype != dt or not out.flags.c_contiguous
-                            or not out.flags.writeable):
-        return None  # the full path checks it
+                            or not out.flags.writeable or not out.flags.aligned):
+        return None  # the full path checks it; np.dot refuses a misaligned out=
     y = np.empty(shape, dt) if out is None else out
     # the kernels decline an out= that overlaps an input, and the check below sees it
     if native and x.flags.c_contiguous and _on_kernels(
