@@ -90,3 +90,25 @@ def test_not_an_npz_and_unknown_spec(tmp_path):
         load(str(tmp_path / "missing.npz"))
     with pytest.raises(ValueError, match="expected --data digits or a path ending in .npz"):
         load("mnist")
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"test_index": [-1, 5]}, r"'test_index' to index digits's 1797 samples.* -1"),
+    ({"train_index": [0, 1797]}, "holds 1797"),
+    ({"test_index": []}, "non-empty list of indices"),
+    ({"test_index": [1.5]}, "non-empty list of indices"),
+    ({"test_index": [[1, 2]]}, "non-empty list of indices"),
+    ({"test_index": [True]}, "non-empty list of indices"),
+    ({"test_index": "0,1"}, "non-empty list of indices"),
+    ({"test_index": [2**70]}, "non-empty list of indices"),
+    ({"test_index": [3, 3]}, "each sample once"),
+    ({"test_index": [0, 1], "train_index": [1, 2]}, "disjoint, but 1 samples are in both"),
+])
+def test_a_stored_split_is_checked_before_it_is_used(change, match):
+    """A split read from a checkpoint or an .onnx: a negative index would count from the end
+    and an overlap would score training images as test images."""
+    split = {**load_digits(seed=0).split, **change}
+    with pytest.raises(ValueError, match=match):
+        load("digits", split=split)
+    with pytest.raises(ValueError, match="stored split as a dict"):
+        load("digits", split=[1, 2])

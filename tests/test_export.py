@@ -164,3 +164,32 @@ def test_weights_must_fit_the_model_before_anything_is_allocated(checkpoint, tmp
     ck.save(tmp_path / "str.pt", crafted)
     with pytest.raises(ValueError, match=r"data.num_classes as an int >= 1.*'10'"):
         load_model(tmp_path / "str.pt")
+
+
+def test_an_onnx_whose_split_has_negative_indices_is_refused(checkpoint, tmp_path, capsys):
+    import json
+
+    import onnx
+
+    good = tmp_path / "m.onnx"
+    export_onnx(checkpoint, good)
+    proto = onnx.load(str(good))
+    (prop,) = [p for p in proto.metadata_props if p.key == "pointwise.training.data"]
+    for edit, match in (
+        (lambda m: m["split"].update(test_index=[-1, -2, *m["split"]["test_index"][2:]]),
+         "holds -2"),
+        (lambda m: m["config"].update(seed="0"), "int seed"),
+        (lambda m: m.update(split=[1, 2]), "int seed and a split"),
+    ):
+        meta = json.loads(prop.value)
+        edit(meta)
+        prop.value = json.dumps(meta)
+        bad = tmp_path / "bad.onnx"
+        bad.write_bytes(proto.SerializeToString())
+        with pytest.raises(ValueError, match=match):
+            predict(bad)
+        assert main(["predict", str(bad)]) == 2 and capsys.readouterr().err.count("\n") == 1
+    prop.value = "[" * 100_000 + "]" * 100_000  # deeper than the JSON parser recurses
+    (tmp_path / "deep.onnx").write_bytes(proto.SerializeToString())
+    with pytest.raises(ValueError, match="expected JSON"):
+        predict(tmp_path / "deep.onnx")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Dataset", "load", "load_digits", "load_npz"]
+__all__ = ["Dataset", "load", "load_digits", "load_npz", "stored_split"]
 
 TEST_FRACTION = 0.25
 
@@ -159,17 +159,51 @@ def _labels(a: np.ndarray, name: str, n: int) -> np.ndarray:
 def _split(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, seed: int,
            split: dict[str, Any] | None) -> Dataset:
     if split:  # the checkpoint's split: reuse it exactly
-        train_i = np.asarray(split["train_index"], dtype=np.int64)
-        test_i = np.asarray(split["test_index"], dtype=np.int64)
-        if max(train_i.max(), test_i.max()) >= len(y):
-            raise ValueError(f"expected the stored split to index {name}'s {len(y)} samples, "
-                             f"but it reaches {max(train_i.max(), test_i.max())}; is it the "
-                             f"same data the checkpoint was trained on?")
+        train_i, test_i = stored_split(split, len(y), name)
     else:
         train_i, test_i = _stratified(y, seed, TEST_FRACTION)
     record = {"seed": int(seed), "test_fraction": TEST_FRACTION,
               "train_index": train_i.tolist(), "test_index": test_i.tolist()}
     return Dataset(name, x[train_i], y[train_i], x[test_i], y[test_i], num_classes, record)
+
+
+def stored_split(split: Any, n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The train and test indices of a split read from a file, checked: two non-empty 1-D
+    lists of distinct indices into ``n`` samples that share none. A negative index would
+    count from the end and an overlap would score training images as test images, so both
+    are refused rather than silently changing the result."""
+    if not isinstance(split, dict):
+        raise ValueError(f"expected the stored split as a dict, but got {type(split).__name__}")
+    out = []
+    for key in ("train_index", "test_index"):
+        try:
+            a = np.asarray(split.get(key))
+        except (ValueError, TypeError, OverflowError):  # ragged lists, huge ints
+            a = np.asarray(None)
+        if a.ndim != 1 or a.size == 0 or a.dtype.kind not in "iu":
+            raise ValueError(f"expected the stored split's {key!r} as a non-empty list of "
+                             f"indices, but got {_brief(split.get(key))}")
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi >= n:
+            raise ValueError(f"expected the stored split's {key!r} to index {name}'s {n} "
+                             f"samples (0..{n - 1}), but it holds {lo if lo < 0 else hi}; is "
+                             f"it the same data the model was trained on?")
+        a = a.astype(np.int64)
+        if len(np.unique(a)) != len(a):
+            raise ValueError(f"expected the stored split's {key!r} to name each sample once, "
+                             f"but it repeats some")
+        out.append(a)
+    shared = np.intersect1d(out[0], out[1])
+    if shared.size:
+        raise ValueError(f"expected the stored train and test indices to be disjoint, but "
+                         f"{shared.size} samples are in both (e.g. {int(shared[0])}); the "
+                         f"test score would include training images")
+    return out[0], out[1]
+
+
+def _brief(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _stratified(y: np.ndarray, seed: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
