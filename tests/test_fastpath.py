@@ -5,9 +5,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import pytest
 
 import pointwise as pw
 from oracle import reference_conv

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "pointwise"
 #: layer of each top-level module or package, lowest first
 LAYERS: dict[str, int] = {
     # conventions, checks and counts: numpy at most
-    "_version": 0, "_moved": 0, "files": 0, "problem": 0, "layout": 0, "activations": 0,
+    "_version": 0, "_moved": 0, "files": 0, "limits": 0, "problem": 0, "layout": 0,
+    "activations": 0,
     "cost": 0,
     # how it is fast, and which library computes an array
     "kernels": 1, "backends": 1,

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from pointwise.limits import check_int64_sums, check_output_fits, int_bound
 from pointwise.problem import Geometry, Problem, output_size
 
 __all__ = [
@@ -33,10 +34,8 @@ __all__ = [
     "LAYOUTS",
     "Geometry",
     "Problem",
-    "INT64_MAX",
     "check_backward",
     "check_forward",
-    "int_bound",
     "output_size",
 ]
 
@@ -274,10 +273,13 @@ def check_forward(
             f"cast x and weight with .astype(np.float32)"
         )
     if dtype.kind in "iu":
-        _check_int64_sums("the output", [(int_bound(xa) * int_bound(wa), c // groups),
+        check_int64_sums("the output", [(int_bound(xa) * int_bound(wa), c // groups),
                                          (int_bound(ba), 1)])
     compute = np.dtype(np.float32) if _is_half(dtype) else dtype
     h, w_ = (x4.shape[1], x4.shape[2]) if channels_last else (x4.shape[2], x4.shape[3])
+    rows, cols = Geometry.of(int(h), ph, sh), Geometry.of(int(w_), pw, sw)
+    check_output_fits((x4.shape[0], rows.out, cols.out, f), dtype.itemsize, xa.shape,
+                      (ph, pw), (sh, sw))
     return Problem(
         x=x4,
         w=w2,
@@ -287,45 +289,13 @@ def check_forward(
         batched=batched,
         groups=groups,
         activation=act,
-        rows=Geometry.of(int(h), ph, sh),
-        cols=Geometry.of(int(w_), pw, sw),
+        rows=rows,
+        cols=cols,
         dtype=dtype,
         compute_dtype=compute,
         weight_shape=tuple(wa.shape),
         x_shape=tuple(xa.shape),
     )
-
-
-INT64_MAX = 2**63 - 1
-
-
-def int_bound(a: np.ndarray | None) -> int:
-    """``max |a|`` as a Python int (0 for None or an empty array), computed without
-    ``np.abs``, which wraps at int64's minimum; one element for a zero-stride stand-in."""
-    if a is None or a.size == 0:
-        return 0
-    if not any(a.strides):  # every element is the first one
-        v = int(a.reshape(-1)[0])
-        return abs(v)
-    return max(abs(int(a.max())), abs(int(a.min())))
-
-
-def _check_int64_sums(what: str, terms: list[tuple[int, int]]) -> None:
-    """Integers compute exactly, in int64: refuse a call whose sums could leave int64.
-
-    ``terms`` lists (largest |product|, how many are summed); the bound covers every partial
-    sum, so no step of the GEMM can wrap. It is a bound, not the sum: values whose products
-    cancel may be refused although their exact sum would fit.
-    """
-    bound = sum(m * k for m, k in terms)
-    if bound > INT64_MAX:
-        parts = " + ".join(f"{k} × {m}" for m, k in terms if m)
-        raise ValueError(
-            f"expected integer inputs whose sums fit in int64 (integers compute exactly, in "
-            f"int64), but {what} may reach {parts} = {bound:.4g} (terms × largest |term|), "
-            f"beyond 2**63 - 1; cast to "
-            f"float64 to compute with rounding, or use smaller values"
-        )
 
 
 def check_out(out: Any, p: Problem, inputs: tuple[np.ndarray | None, ...]) -> np.ndarray:
@@ -376,8 +346,8 @@ def check_backward(grad_out: Any, p: Problem, y: Any) -> tuple[np.ndarray, np.nd
                 f"{g.dtype} for a floating backward"
             )
         gm, pixels = int_bound(g), p.n * p.rows.out * p.cols.out
-        _check_int64_sums("grad_x", [(gm * int_bound(p.w), p.f // p.groups)])
-        _check_int64_sums("grad_weight", [(gm * int_bound(p.x),
+        check_int64_sums("grad_x", [(gm * int_bound(p.w), p.f // p.groups)])
+        check_int64_sums("grad_weight", [(gm * int_bound(p.x),
                                            p.n * p.rows.count * p.cols.count)])
-        _check_int64_sums("grad_bias", [(gm, pixels)])
+        check_int64_sums("grad_bias", [(gm, pixels)])
     return g, ya
