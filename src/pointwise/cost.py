@@ -10,6 +10,7 @@ Conventions, written once and referenced everywhere else:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -71,8 +72,23 @@ class Cost:
         return {**asdict(self), "params": self.params, "flops": self.flops}
 
 
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+def _int(v: object, name: str, minimum: int) -> int:
+    """``v`` as an int of at least ``minimum``; a bool, float or str is a TypeError."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"expected {name} to be an int, but got {v!r}")
+    if v < minimum:
+        raise ValueError(f"expected {name} >= {minimum}, but got {name}={v!r}")
+    return int(v)
+
+
+def _pair(v: object, name: str = "size", minimum: int = 0) -> tuple[int, int]:
+    """An int or an (h, w) pair of ints, each at least ``minimum``."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"expected {name} to be an int or an (h, w) pair, but got {v!r}")
+        return _int(v[0], name, minimum), _int(v[1], name, minimum)
+    n = _int(v, name, minimum)
+    return n, n
 
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
@@ -100,14 +116,16 @@ def conv_cost(
     >>> conv_cost(2, 1, input_size=3).macs   # the tutorial: 9 pixels × 2 channels
     18
     """
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
-    h, w = _pair(input_size)
-    for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if v < 0:
-            raise ValueError(f"expected {name} >= 0, but got {v}")
-    if groups < 1 or in_channels % groups or out_channels % groups:
+    kh, kw = _pair(kernel_size, "kernel_size", 1)
+    sh, sw = _pair(stride, "stride", 1)
+    ph, pw = _pair(padding, "padding", 0)
+    h, w = _pair(input_size, "input_size", 0)
+    in_channels = _int(in_channels, "in_channels", 0)
+    out_channels = _int(out_channels, "out_channels", 0)
+    groups, batch = _int(groups, "groups", 1), _int(batch, "batch", 0)
+    if not isinstance(bias, bool):
+        raise TypeError(f"expected bias to be True or False, but got {bias!r}")
+    if in_channels % groups or out_channels % groups:
         raise ValueError(
             f"expected groups to divide in_channels={in_channels} and "
             f"out_channels={out_channels}, but got groups={groups}"
@@ -150,8 +168,9 @@ def conv_cost_for_output(
     """
     one = conv_cost(in_channels, out_channels, kernel_size, input_size=kernel_size,
                     groups=groups, bias=bias)  # exactly one output pixel
-    h, w = _pair(input_size)
-    ho, wo = _pair(output_size)
+    h, w = _pair(input_size, "input_size", 0)
+    ho, wo = _pair(output_size, "output_size", 0)
+    batch = _int(batch, "batch", 0)
     return Cost(
         weights=one.weights,
         biases=one.biases,
@@ -285,10 +304,9 @@ def reduction_cost(
     >>> r.direct.weights, r.reduce.weights, r.conv.weights
     (153600, 3072, 12800)
     """
-    kh, kw = _pair(kernel_size)
-    pad = (kh // 2, kw // 2) if padding is None else _pair(padding)
-    if reduce_channels < 1:
-        raise ValueError(f"expected reduce_channels >= 1, but got {reduce_channels}")
+    kh, kw = _pair(kernel_size, "kernel_size", 1)
+    pad = (kh // 2, kw // 2) if padding is None else _pair(padding, "padding", 0)
+    _int(reduce_channels, "reduce_channels", 1)
     return Reduction(
         direct=conv_cost(in_channels, out_channels, (kh, kw), input_size=input_size,
                          stride=stride, padding=pad, bias=bias, batch=batch),

@@ -7,6 +7,7 @@ each spatial axis, and where its interior lies, is a :class:`Geometry`.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,25 @@ __all__ = ["Geometry", "Problem", "output_size"]
 
 
 def output_size(size: int, padding: int, stride: int) -> int:
-    """Output length of one spatial axis of a 1×1 conv: ``(size + 2·padding − 1) // stride + 1``."""
+    """Output length of one spatial axis of a 1×1 conv: ``(size + 2·padding − 1) // stride + 1``.
+
+    >>> output_size(56, 1, 2)
+    29
+
+    Raises:
+        TypeError: an argument is not an int (a bool, float or str).
+        ValueError: ``size`` or ``padding`` below 0, or ``stride`` below 1.
+    """
+    for name, v, minimum in (("size", size, 0), ("padding", padding, 0), ("stride", stride, 1)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"expected {name} to be an int, but got {v!r}")
+        if v < minimum:
+            raise ValueError(f"expected {name} >= {minimum}, but got {name}={v!r}")
+    return _output_size(int(size), int(padding), int(stride))
+
+
+def _output_size(size: int, padding: int, stride: int) -> int:
+    """:func:`output_size` of arguments already checked (the hot path's)."""
     return (size + 2 * padding - 1) // stride + 1
 
 
@@ -36,7 +55,7 @@ class Geometry:
 
     @classmethod
     def of(cls, size: int, padding: int, stride: int) -> Geometry:
-        out = output_size(size, padding, stride)
+        out = _output_size(size, padding, stride)
         lo = -(-padding // stride)  # ceil(p / s): first o with o·s − p ≥ 0
         hi = min(out, (size - 1 + padding) // stride + 1) if size > 0 else lo
         count = max(0, hi - lo)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ from pointwise.conv import conv1x1
 from pointwise.cost import CONVENTION, Cost, conv_cost
 from pointwise.explain.examples import AXES, tutorial_example
 from pointwise.explain.text import Number, factor, fmt_number, labelled
-from pointwise.layout import INT64_MAX, LAYOUTS, Problem, as_array, check_forward, int_bound
+from pointwise.layout import LAYOUTS, Problem, as_array, check_forward
+from pointwise.limits import INT64_MAX, int_bound
 
 __all__ = ["PixelLine", "Trace", "explain"]
 
@@ -205,6 +207,8 @@ def explain(
         >>> [line.text() for line in t.lines]
         ['pixel (0,0) f=0: 1·1 + 2·0 + 10 = 11', 'pixel (0,0) f=1: 1·0 + 2·1 + (-1) = 1']
     """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral):
+        raise TypeError(f"expected max_pixels to be an int, but got {max_pixels!r}")
     if x is None or weight is None:
         tx, tw = tutorial_example(layout if layout in LAYOUTS else "HWC")
         x, weight = (tx if x is None else x), (tw if weight is None else weight)
@@ -215,7 +219,7 @@ def explain(
     y4 = y if p.batched else y[None]  # (N, H, W, F) channels-last, (N, F, H, W) first
     n, h, w, c, f = p.n, p.rows.out, p.cols.out, p.c, p.f
     order = itertools.product(range(n), range(h), range(w), range(f))
-    lines = tuple(_line(p, y4, *at) for at in itertools.islice(order, max(0, max_pixels)))
+    lines = tuple(_line(p, y4, *at) for at in itertools.islice(order, max(0, int(max_pixels))))
     kw: dict[str, Any] = {"input_size": (h, w), "bias": ba is not None, "batch": n}
     return Trace(input=xa, weight=wa, bias=ba, output=y, layout=layout, lines=lines,
                  total_lines=n * h * w * f, cost=conv_cost(c, f, 1, **kw),
