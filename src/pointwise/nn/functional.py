@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from pointwise.layout import Problem, as_array, check_forward, check_out
-from pointwise.nn.kernels import KERNELS, _is_graph_capture, _run, choose_kernel
+from pointwise.nn.kernels import ACTIVATIONS, KERNELS, _is_graph_capture, _run, choose_kernel
 
 __all__ = ["KERNELS", "choose_kernel", "conv1x1"]
 
@@ -147,12 +147,35 @@ def conv1x1(
     st, pd = _pair(stride), _pair(padding)
     grad = torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in (xt, wt, bt, rt))
-    kernel = "conv2d" if capture else choose_kernel(x4, w4, b, st, pd, groups, grad=grad)
-    y4 = _run(kernel, x4, w4, b, st, pd, groups, activation, r4)  # (N, F, Ho, Wo)
+    if not capture and (x4.numel() == 0 or w4.numel() == 0):  # conv2d refuses F = 0, H = 0 and
+        y4 = _sums_nothing(x4, w4, b, st, pd, activation, r4)  # drops F when C = 0
+    else:
+        kernel = "conv2d" if capture else choose_kernel(x4, w4, b, st, pd, groups, grad=grad)
+        y4 = _run(kernel, x4, w4, b, st, pd, groups, activation, r4)  # (N, F, Ho, Wo)
     y = _from_nchw(y4, channels_last, batched)
     if out is None:
         return y
     return _write_out(out, y, p, (xt, wt, bt, rt))
+
+
+def _sums_nothing(x4: torch.Tensor, w4: torch.Tensor, b: torch.Tensor | None,
+                  stride: tuple[int, int], padding: tuple[int, int], activation: str | None,
+                  residual: torch.Tensor | None) -> torch.Tensor:
+    """The conv of an empty x or weight, (N, F, Ho, Wo): with C = 0 every output sums no
+    products, so it is act(bias + residual), as in the NumPy core; with N, F or Ho·Wo = 0
+    the output is empty. Still differentiable in every input."""
+    n, _, h, w = x4.shape
+    f = w4.shape[0]
+    ho, wo = ((size + 2 * p - 1) // s + 1 for size, p, s in
+                zip((h, w), padding, stride, strict=True))
+    z = torch.zeros((n, f, ho, wo), dtype=x4.dtype, device=x4.device)
+    if x4.requires_grad or w4.requires_grad:  # zero gradients, as an empty sum has
+        z = z + (x4.sum() + w4.sum()) * 0
+    if b is not None:
+        z = z + b.view(1, f, 1, 1)  # (N, F, Ho, Wo) + (1, F, 1, 1)
+    if residual is not None:
+        z = z + residual
+    return ACTIVATIONS[activation](z)
 
 
 class _Checked(NamedTuple):
