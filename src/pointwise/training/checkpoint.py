@@ -26,8 +26,8 @@ import contextlib
 import hashlib
 import os
 import pickle
-import struct
 import random
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any

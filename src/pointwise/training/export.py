@@ -28,9 +28,9 @@ from pointwise import models
 from pointwise.files import atomic_write, writable_target
 from pointwise.models import create, names
 from pointwise.training import checkpoint as ckpt_io
+from pointwise.training.config import TrainConfig
 from pointwise.training.data import Dataset
 from pointwise.training.data import load as load_data
-from pointwise.training.config import TrainConfig
 
 __all__ = ["ExportReport", "export_onnx", "load_model", "predict"]
 
@@ -71,7 +71,7 @@ def load_model(path: str | Path, model: str | None = None) -> tuple[nn.Module, d
     meta device first, so a checkpoint claiming a billion classes allocates nothing.
     """
     state = ckpt_io.load(path)
-    config = TrainConfig.from_dict(state["config"])
+    config = TrainConfig.from_dict(state.get("config"))
     info = state.get("data")
     counts = {k: info.get(k) if isinstance(info, dict) else None
               for k in ("in_channels", "num_classes")}
@@ -94,7 +94,7 @@ def load_model(path: str | Path, model: str | None = None) -> tuple[nn.Module, d
 
         def base() -> nn.Module:
             return models.load_model(spec, **counts)[0]
-    return _build(_shaped(base, state, path), state["model"], path).eval(), state
+    return _build(_shaped(base, state, path), state.get("model"), path).eval(), state
 
 
 def _shaped(factory: Callable[[], nn.Module], state: dict[str, Any],
