@@ -32,7 +32,7 @@ import numpy as np
 
 from pointwise.kernels.blas import cores
 
-__all__ = ["ENABLED", "ISA", "cols", "host_openmp", "rows"]
+__all__ = ["ENABLED", "ISA", "cols", "host_openmp", "pack_taps", "rows", "taps"]
 
 
 def _load() -> ModuleType | None:
@@ -90,6 +90,41 @@ def cols(w: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray | None,
         return False
     n = team if team > 0 else threads(x.size * w.shape[0])
     return _kernel.cols(n, w, x, y, b, code, team > 0)
+
+
+def taps(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None, act: str | None,
+         residual: np.ndarray | None, geometry: tuple[int, ...], *, packed: bool = False,
+         team: int = 0) -> bool:
+    """The k×k convolution ``y (M, F) = act(Σ_taps shifted x @ w[tap] + b + residual)`` on
+    the kernels; False if they can't.
+
+    ``x`` is an (N, H, W, C) view with any non-negative strides and unit channel stride;
+    ``y`` and ``residual`` are (M, F) with M = N·Ho·Wo, rows evenly spaced. ``geometry`` is
+    ``(KH, KW, sy, sx, py, px, dy, dx, Ho, Wo)``, with the padding at the top and left (the
+    bottom and right follow from Ho and Wo). ``w`` is the (KH, KW, C, F) HWIO weight, packed
+    for this call, or with ``packed`` one made by :func:`pack_taps` (the nn path packs once).
+    ``team`` as for :func:`rows`.
+    """
+    code = ACTIVATIONS.get(act, -1)
+    if _kernel is None or code < 0:
+        return False
+    kh, kw = geometry[0], geometry[1]
+    n = team if team > 0 else threads(y.size * kh * kw * x.shape[-1])
+    return _kernel.taps(n, x, w, y, b, code, residual, geometry, packed, team > 0)
+
+
+def pack_taps(w: np.ndarray) -> np.ndarray | None:
+    """The (KH, KW, C, F) float32 weight packed for :func:`taps` (``packed=True``), or None
+    where the kernels are off. The layout depends on the instruction set in use."""
+    if _kernel is None or w.dtype != np.float32:
+        return None
+    kh, kw, c, f = w.shape
+    size = _kernel.taps_packed_size(kh * kw * c, f)
+    if size is None:
+        return None
+    out = np.empty(size, np.float32)
+    w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)  # (K, F), rows in HWIO's (i, j, c)
+    return out if _kernel.taps_pack(w2, out) else None
 
 
 _host_openmp: bool | None = None

@@ -13,47 +13,24 @@
 #include <immintrin.h>
 #include <string.h>
 
-/* C[MR x NV*VW] (+)= A[MR x kc] @ Bp[kc x NV*VW], VW floats per vector (16 AVX-512, 8 AVX2).
- * A's rows are read in place (row stride lda), three row pointers per three rows so that
- * every broadcast is one addressing mode. Bp's rows are ldb floats apart: a packed panel,
- * zero-padded to NV*VW columns (ldb = NV*VW), or, for a full-width panel, the operand in
- * place (the cols driver's small-K panels, which packing would cost as much as they take).
- * first: C is overwritten rather than accumulated. last: bias, the residual R (a matrix
- * like C, row stride ldr; ResNet's shortcut) and the activation are applied.
- * mr rows and nr columns of the tile are stored (the rest is padding).
- * The two instruction sets differ only in their vector type and masked loads and stores. */
-#define KERNEL_BODY(MR, NV, VW, VEC, SETZERO, LOAD, SET1, FMADD, ADD, MAX, MIN, MASK_T, MASK, \
-                    MLOAD, MSTORE)                                                           \
-    VEC acc[MR][NV];                                                                         \
-    const float *ab[(MR + 2) / 3];                                                           \
-    _Pragma("GCC unroll 32") for (int q = 0; q < (MR + 2) / 3; q++) ab[q] = A + 3 * q * lda;  \
-    _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                    \
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[r][v] = SETZERO();           \
-    const idx next = MR * lda;                                                               \
-    if (last && R) /* the residual tile, read at the end: fetch it while the tile computes */ \
+/* Before the K loop, on the last K block: the residual tile, read at the end, and the output
+ * tile's lines, fetched while the tile computes rather than when the stores reach them: 3-8%
+ * at 56x56 64->256, 24->144 and 28x28 128->512, N=8 (A/B, both orders); none at one vector
+ * per row (24-row tiles), where it cost a little. */
+#define PREFETCH_OUT(MR, NV, VW)                                                             \
+    if (last && R)                                                                           \
         _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                \
             _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                             \
                 if (r < mr) _mm_prefetch((const char *)(R + r * ldr + v * VW), _MM_HINT_T0); \
-    /* The output tile's lines, fetched while the tile computes rather than when the stores \
-     * reach them: 3-8% at 56x56 64->256, 24->144 and 28x28 128->512, N=8 (A/B, both orders); \
-     * none at one vector per row (24-row tiles), where it cost a little. */                 \
     if (NV >= 2 && last)                                                                     \
         _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                \
             _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                             \
-                if (r < mr) __builtin_prefetch(C + r * ldc + v * VW, 1, 3);                  \
-    for (idx k = 0; k < kc; k++) {                                                           \
-        if ((k & 15) == 0) /* the next tile's rows, one line each per 16 steps */            \
-            _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                            \
-                _mm_prefetch((const char *)(ab[r / 3] + (r % 3) * lda + next + k), _MM_HINT_T0); \
-        VEC b[NV];                                                                           \
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) b[v] = LOAD(Bp + v * VW);        \
-        _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++) {                              \
-            VEC a = SET1(ab[r / 3][(r % 3) * lda + k]);                                      \
-            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                             \
-                acc[r][v] = FMADD(a, b[v], acc[r][v]);                                       \
-        }                                                                                    \
-        Bp += ldb;                                                                           \
-    }                                                                                        \
+                if (r < mr) __builtin_prefetch(C + r * ldc + v * VW, 1, 3);
+
+/* The tile acc[MR][NV] to C: added to C unless first; on the last K block, plus the bias by
+ * column (bcol) or by row (brow), plus the residual R, then the activation. mr rows and nr
+ * columns are stored (the rest is padding). */
+#define EPILOGUE(MR, NV, VW, VEC, SETZERO, SET1, ADD, MAX, MIN, MASK_T, MASK, MLOAD, MSTORE)   \
     const VEC zero = SETZERO(), six = SET1(6.0f);                                            \
     _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++) {                                  \
         if (r >= mr) break;                                                                  \
@@ -74,11 +51,79 @@
         }                                                                                    \
     }
 
+/* C[MR x NV*VW] (+)= A[MR x kc] @ Bp[kc x NV*VW], VW floats per vector (16 AVX-512, 8 AVX2).
+ * A's rows are read in place (row stride lda), three row pointers per three rows so that
+ * every broadcast is one addressing mode. Bp's rows are ldb floats apart: a packed panel,
+ * zero-padded to NV*VW columns (ldb = NV*VW), or, for a full-width panel, the operand in
+ * place (the cols driver's small-K panels, which packing would cost as much as they take).
+ * first: C is overwritten rather than accumulated. last: bias, the residual R (a matrix
+ * like C, row stride ldr; ResNet's shortcut) and the activation are applied (EPILOGUE).
+ * The two instruction sets differ only in their vector type and masked loads and stores. */
+#define KERNEL_BODY(MR, NV, VW, VEC, SETZERO, LOAD, SET1, FMADD, ADD, MAX, MIN, MASK_T, MASK, \
+                    MLOAD, MSTORE)                                                           \
+    VEC acc[MR][NV];                                                                         \
+    const float *ab[(MR + 2) / 3];                                                           \
+    _Pragma("GCC unroll 32") for (int q = 0; q < (MR + 2) / 3; q++) ab[q] = A + 3 * q * lda;  \
+    _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                    \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[r][v] = SETZERO();           \
+    const idx next = MR * lda;                                                               \
+    PREFETCH_OUT(MR, NV, VW)                                                                 \
+    for (idx k = 0; k < kc; k++) {                                                           \
+        if ((k & 15) == 0) /* the next tile's rows, one line each per 16 steps */            \
+            _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                            \
+                _mm_prefetch((const char *)(ab[r / 3] + (r % 3) * lda + next + k), _MM_HINT_T0); \
+        VEC b[NV];                                                                           \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) b[v] = LOAD(Bp + v * VW);        \
+        _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++) {                              \
+            VEC a = SET1(ab[r / 3][(r % 3) * lda + k]);                                      \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                             \
+                acc[r][v] = FMADD(a, b[v], acc[r][v]);                                       \
+        }                                                                                    \
+        Bp += ldb;                                                                           \
+    }                                                                                        \
+    EPILOGUE(MR, NV, VW, VEC, SETZERO, SET1, ADD, MAX, MIN, MASK_T, MASK, MLOAD, MSTORE)
+
 #define KERNEL_ARGS                                                                          \
     (idx kc, const float *restrict A, idx lda, const float *restrict Bp, idx ldb,            \
      float *restrict C,                                                                      \
      idx ldc, int mr, int nr, int first, int last, const float *bcol, const float *brow,     \
      const float *R, idx ldr, int act)
+
+/* The taps kernel: the same tile, its K loop walking the taps of a k x k convolution with the
+ * accumulators held in registers. Tap t's rows of A are MR pointers, P[t * MR + r] + koff,
+ * one per output pixel of the tile: an input pixel (any stride and dilation) or, in the
+ * padding, a row of zeros, so the tile needs no padded copy of the image and may span image
+ * rows. B_t's rows are ldb floats apart and the taps ldbt apart (packed panels, taps.c).
+ * A pointer per row costs a register each (12 at most here), where the 1x1 kernel shares
+ * one between three rows; over a K loop of C steps per tap, reloading them is noise. */
+#define TAPS_BODY(MR, NV, VW, VEC, SETZERO, LOAD, SET1, FMADD, ADD, MAX, MIN, MASK_T, MASK,   \
+                  MLOAD, MSTORE)                                                             \
+    VEC acc[MR][NV];                                                                         \
+    const float *brow = NULL;                                                                \
+    _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                    \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[r][v] = SETZERO();           \
+    PREFETCH_OUT(MR, NV, VW)                                                                 \
+    for (idx t = 0; t < T; t++) {                                                            \
+        const float *a[MR];                                                                  \
+        _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++) a[r] = P[t * MR + r] + koff;    \
+        const float *b = B + t * ldbt;                                                       \
+        for (idx k = 0; k < kc; k++) {                                                       \
+            VEC bv[NV];                                                                      \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) bv[v] = LOAD(b + v * VW);    \
+            _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++) {                          \
+                const VEC s = SET1(a[r][k]);                                                 \
+                _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                         \
+                    acc[r][v] = FMADD(s, bv[v], acc[r][v]);                                  \
+            }                                                                                \
+            b += ldb;                                                                        \
+        }                                                                                    \
+    }                                                                                        \
+    EPILOGUE(MR, NV, VW, VEC, SETZERO, SET1, ADD, MAX, MIN, MASK_T, MASK, MLOAD, MSTORE)
+
+#define TAPS_ARGS                                                                            \
+    (idx T, idx kc, const float *const *P, idx koff, const float *restrict B, idx ldb,       \
+     idx ldbt, float *restrict C, idx ldc, int mr, int nr, int first, int last,              \
+     const float *bcol, const float *R, idx ldr, int act)
 
 /* AVX-512: masks are bit masks. */
 #define T512 __attribute__((target("avx512f,fma")))
@@ -92,6 +137,12 @@ T512 static inline __mmask16 mask16(int lanes) {
         KERNEL_BODY(MR, NV, 16, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps,   \
                     _mm512_fmadd_ps, _mm512_add_ps, _mm512_max_ps, _mm512_min_ps, __mmask16,  \
                     mask16, MLOAD512, MSTORE512)                                             \
+    }
+#define DEF_TAPS512(MR, NV)                                                                  \
+    T512 static void t512_##MR##_##NV TAPS_ARGS {                                            \
+        TAPS_BODY(MR, NV, 16, __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps,     \
+                  _mm512_fmadd_ps, _mm512_add_ps, _mm512_max_ps, _mm512_min_ps, __mmask16,    \
+                  mask16, MLOAD512, MSTORE512)                                               \
     }
 
 /* AVX2: masks are vectors of all-ones lanes. */
@@ -107,6 +158,12 @@ T256 static inline __m256i mask8(int lanes) {
                     _mm256_fmadd_ps, _mm256_add_ps, _mm256_max_ps, _mm256_min_ps, __m256i,    \
                     mask8, MLOAD256, MSTORE256)                                              \
     }
+#define DEF_TAPS256(MR, NV)                                                                  \
+    T256 static void t256_##MR##_##NV TAPS_ARGS {                                            \
+        TAPS_BODY(MR, NV, 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps,      \
+                  _mm256_fmadd_ps, _mm256_add_ps, _mm256_max_ps, _mm256_min_ps, __m256i,      \
+                  mask8, MLOAD256, MSTORE256)                                                \
+    }
 
 /* Kernels by rows (MR) and vectors per row (NV): every MR has one for each NV up to its
  * widest, so the last, narrower panel of a row of tiles runs without wasted lanes. Tiles
@@ -120,6 +177,32 @@ DEF_KERNEL512(3, 1) DEF_KERNEL512(3, 2) DEF_KERNEL512(3, 3) DEF_KERNEL512(3, 4)
 DEF_KERNEL256(6, 1) DEF_KERNEL256(6, 2)
 DEF_KERNEL256(12, 1)
 DEF_KERNEL256(3, 1) DEF_KERNEL256(3, 2)
+
+/* Taps kernels: the rows tiles, but at most 12 rows (a pointer register per row), each with
+ * a twin of one row less. The driver covers a part's L rows with tiles of mr and mr - 1 rows
+ * so that no tile is cut (49 = 4 x 6 + 5 x 5 at 7x7, N=1): a cut tile computes all its rows.
+ * With the twins, 7x7 512->512 at N=1 went from 184 to 203 GFLOP/s (2 threads, best of 5). */
+DEF_TAPS512(6, 1) DEF_TAPS512(6, 2) DEF_TAPS512(6, 3) DEF_TAPS512(6, 4)
+DEF_TAPS512(5, 1) DEF_TAPS512(5, 2) DEF_TAPS512(5, 3) DEF_TAPS512(5, 4)
+DEF_TAPS512(9, 1) DEF_TAPS512(9, 2) DEF_TAPS512(9, 3)
+DEF_TAPS512(8, 1) DEF_TAPS512(8, 2) DEF_TAPS512(8, 3)
+DEF_TAPS512(12, 1) DEF_TAPS512(12, 2) DEF_TAPS512(11, 1) DEF_TAPS512(11, 2)
+DEF_TAPS256(6, 1) DEF_TAPS256(6, 2) DEF_TAPS256(5, 1) DEF_TAPS256(5, 2)
+DEF_TAPS256(12, 1) DEF_TAPS256(11, 1)
+
+static const tshape_t TAPS512[5] = {
+    {0, 0, {0}, {0}},
+    {12, 1, {0, t512_12_1}, {0, t512_11_1}},
+    {12, 2, {0, t512_12_1, t512_12_2}, {0, t512_11_1, t512_11_2}},
+    {9, 3, {0, t512_9_1, t512_9_2, t512_9_3}, {0, t512_8_1, t512_8_2, t512_8_3}},
+    {6, 4, {0, t512_6_1, t512_6_2, t512_6_3, t512_6_4}, {0, t512_5_1, t512_5_2, t512_5_3, t512_5_4}},
+};
+
+static const tshape_t TAPS256[3] = {
+    {0, 0, {0}, {0}},
+    {12, 1, {0, t256_12_1}, {0, t256_11_1}},
+    {6, 2, {0, t256_6_1, t256_6_2}, {0, t256_5_1, t256_5_2}},
+};
 
 /* Below this many filters the cols driver takes 8-row tiles (no tail for any multiple of
  * 8) over 6-row ones: 1.21x at 28x28 192->16, 1.05x at 14x14 384->64, N=8 (A/B in one run);
@@ -153,6 +236,13 @@ const shape_t *pw_cols_shape(const isa_t *isa, idx F) {
 const shape_t *pw_rows_shape(const isa_t *isa, idx N) {
     idx c = (N + isa->vw - 1) / isa->vw;
     return &isa->shapes[c < isa->classes ? (c < 1 ? 1 : c) : isa->classes];
+}
+
+/* The taps tile for F filters: the class of the rows driver's, min(ceil(F / vw), classes). */
+const tshape_t *pw_taps_shape(const isa_t *isa, idx F) {
+    idx c = (F + isa->vw - 1) / isa->vw;
+    c = c < isa->classes ? (c < 1 ? 1 : c) : isa->classes;
+    return isa->vw == 16 ? &TAPS512[c] : &TAPS256[c];
 }
 
 /* The instruction set a name asks for, if this CPU runs it. */

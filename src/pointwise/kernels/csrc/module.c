@@ -62,6 +62,25 @@ static void release(Py_buffer *views, int n) {
  * thread that has gone to sleep would cost more than it saves. */
 #define PARALLEL_MIN_MACS (1LL << 20)
 
+/* An act code the kernels know, and a bound libgomp if the call asks to run on it. */
+static int check_options(int act, int openmp) {
+#ifdef PW_X86
+    const int bound = pw_openmp_bound();
+#else
+    const int bound = 0;
+#endif
+    if (openmp && !bound) {
+        PyErr_SetString(PyExc_RuntimeError, "expected openmp() to have bound a loaded libgomp "
+                        "before a call with openmp=True, but none is bound");
+        return 0;
+    }
+    if (act < 0 || act > 2) {
+        PyErr_Format(PyExc_ValueError, "expected act 0 (none), 1 (relu) or 2 (relu6), but got %d", act);
+        return 0;
+    }
+    return 1;
+}
+
 /* rows(threads, x, w, y, bias, act, residual=None, openmp=False) and
  * cols(threads, w, x, y, bias, act, openmp=False); res is NULL for cols. */
 static int parse(PyObject *args, int *threads, PyObject **a, PyObject **b, PyObject **y,
@@ -73,21 +92,7 @@ static int parse(PyObject *args, int *threads, PyObject **a, PyObject **b, PyObj
     } else if (!PyArg_ParseTuple(args, "iOOOOi|p", threads, a, b, y, bias, act, openmp)) {
         return 0;
     }
-#ifdef PW_X86
-    const int bound = pw_openmp_bound();
-#else
-    const int bound = 0;
-#endif
-    if (*openmp && !bound) {
-        PyErr_SetString(PyExc_RuntimeError, "expected openmp() to have bound a loaded libgomp "
-                        "before a call with openmp=True, but none is bound");
-        return 0;
-    }
-    if (*act < 0 || *act > 2) {
-        PyErr_Format(PyExc_ValueError, "expected act 0 (none), 1 (relu) or 2 (relu6), but got %d", *act);
-        return 0;
-    }
-    return 1;
+    return check_options(*act, *openmp);
 }
 
 #ifdef PW_X86
@@ -195,6 +200,115 @@ static PyObject *py_cols(PyObject *self, PyObject *args) {
     return answer(v, n, ok);
 }
 
+/* A packed weight of the calling thread, made for one taps() call, stays between calls up
+ * to this size (the next call of the same layer reuses it); larger ones are freed. */
+#define KEEP_PACKED_BYTES (16 << 20)
+
+#ifdef PW_X86
+/* A C-contiguous (KH, KW, C, F) float32 view. */
+static int hwio_view(PyObject *obj, Py_buffer *v) {
+    if (!float_view(obj, v, 4, 0)) return 0;
+    const int ok = v->strides[2] == 4 * v->shape[3] && v->strides[1] == v->strides[2] * v->shape[2] &&
+                   v->strides[0] == v->strides[1] * v->shape[1];
+    if (!ok) PyBuffer_Release(v);
+    return ok;
+}
+#endif
+
+/* taps(threads, x, w, y, bias, act, residual, geometry, packed=False, openmp=False) */
+static PyObject *py_taps(PyObject *self, PyObject *args) {
+    (void)self;
+    int threads, act, packed = 0, openmp = 0, n = 0, ok = 0;
+    PyObject *xo, *wo, *yo, *bo, *ro;
+    Py_ssize_t g[10];  /* KH, KW, sy, sx, py, px, dy, dx, Ho, Wo */
+    /* x (N, H, W, C), w (KH, KW, C, F) or packed (1-D), y (M, F) with M = N·Ho·Wo, bias (F,)
+     * or None, residual (M, F) or None */
+    Py_buffer v[5];
+    if (!PyArg_ParseTuple(args, "iOOOOiO(nnnnnnnnnn)|pp", &threads, &xo, &wo, &yo, &bo, &act, &ro,
+                          &g[0], &g[1], &g[2], &g[3], &g[4], &g[5], &g[6], &g[7], &g[8], &g[9],
+                          &packed, &openmp))
+        return NULL;
+    if (!check_options(act, openmp)) return NULL;
+    for (int i = 0; i < 10; i++)
+        if (g[i] < (i == 4 || i == 5 ? 0 : 1)) {
+            PyErr_Format(PyExc_ValueError, "expected kernel, stride, dilation and output sizes "
+                         ">= 1 and padding >= 0, but got geometry[%d] = %zd", i, g[i]);
+            return NULL;
+        }
+#ifdef PW_X86
+    const isa_t *isa = current;
+    if (isa == NULL || !float_view(xo, &v[n++], 4, 0) ||
+        !(packed ? float_view(wo, &v[n++], 1, 0) : hwio_view(wo, &v[n++])) ||
+        !float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0)) ||
+        (ro != Py_None && !float_view(ro, &v[n++], 2, 0))) {
+        release(v, n - 1);
+        Py_RETURN_FALSE;
+    }
+    const Py_buffer *rv = ro == Py_None ? NULL : &v[n - 1];
+    const idx N = v[0].shape[0], H = v[0].shape[1], W = v[0].shape[2], C = v[0].shape[3];
+    const idx M = v[2].shape[0], F = v[2].shape[1], K = g[0] * g[1] * C;
+    const idx size = pw_taps_packed_size(isa, K, F);
+    const int w_fits = packed ? v[1].shape[0] == size
+                              : v[1].shape[0] == g[0] && v[1].shape[1] == g[1] &&
+                                    v[1].shape[2] == C && v[1].shape[3] == F;
+    if (w_fits && M == N * g[8] * g[9] && (bo == Py_None || v[3].shape[0] == F) &&
+        (rv == NULL || (rv->shape[0] == M && rv->shape[1] == F)) && !overlaps(v, n, 2)) {
+        taps_job j = {isa, N, H, W, C, v[0].strides[0] / 4, v[0].strides[1] / 4,
+                      v[0].strides[2] / 4, g[0], g[1], F, g[2], g[3], g[4], g[5], g[6], g[7],
+                      g[8], g[9], v[0].buf, v[1].buf, bo == Py_None ? NULL : v[3].buf,
+                      rv ? rv->buf : NULL, rv ? rv->strides[0] / 4 : 0, v[2].buf,
+                      v[2].strides[0] / 4, act, 0};
+        ok = 1;
+        if (!packed) {  /* pack the weights for this call, in parallel, then compute */
+            float *buf = pw_scratch(3, (size_t)size);
+            taps_pack_job p = {isa, v[1].buf, K, F, F, buf};
+            ok = buf == NULL ? -1 : run_released(pw_taps_pack_part, &p, (long long)K * F, threads,
+                                                &j.failed, openmp);
+            j.Wp = buf;
+        }
+        if (ok > 0)
+            ok = run_released(pw_taps_part, &j, (long long)M * K * F, threads, &j.failed, openmp);
+        if (!packed && (size_t)size * sizeof(float) > KEEP_PACKED_BYTES) pw_scratch_drop(3);
+    }
+#endif
+    return answer(v, n, ok);
+}
+
+/* taps_pack(w, out) -> bool: w (K, F) rows of HWIO weights, out (taps_packed_size(K, F),) */
+static PyObject *py_taps_pack(PyObject *self, PyObject *args) {
+    (void)self;
+    int n = 0, ok = 0;
+    PyObject *wo, *oo;
+    Py_buffer v[2];
+    if (!PyArg_ParseTuple(args, "OO", &wo, &oo)) return NULL;
+#ifdef PW_X86
+    const isa_t *isa = current;
+    if (isa == NULL || !float_view(wo, &v[n++], 2, 0) || !float_view(oo, &v[n++], 1, 1)) {
+        release(v, n - 1);
+        Py_RETURN_FALSE;
+    }
+    const idx K = v[0].shape[0], F = v[0].shape[1];
+    if (v[1].shape[0] == pw_taps_packed_size(isa, K, F) && !overlaps(v, n, 1)) {
+        taps_pack_job p = {isa, v[0].buf, K, F, v[0].strides[0] / 4, v[1].buf};
+        Py_BEGIN_ALLOW_THREADS
+        pw_taps_pack_part(&p, 0, 1);
+        Py_END_ALLOW_THREADS
+        ok = 1;
+    }
+#endif
+    return answer(v, n, ok);
+}
+
+static PyObject *py_taps_packed_size(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_ssize_t K, F;
+    if (!PyArg_ParseTuple(args, "nn", &K, &F)) return NULL;
+#ifdef PW_X86
+    if (current != NULL) return PyLong_FromSsize_t(pw_taps_packed_size(current, K, F));
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_openmp(PyObject *self, PyObject *args) {
     (void)self;
     const char *path;
@@ -220,6 +334,16 @@ static PyMethodDef methods[] = {
     {"cols", py_cols, METH_VARARGS,
      "cols(threads, w, x, y, bias, act, openmp=False) -> bool:\n"
      "y[n] (F, P) = act(w (F, K) @ x[n] (K, P) + bias)."},
+    {"taps", py_taps, METH_VARARGS,
+     "taps(threads, x, w, y, bias, act, residual, geometry, packed=False, openmp=False) -> bool:\n"
+     "the k x k convolution y (M, F) = act(sum over taps of shifted x (N, H, W, C) @ w[tap] +\n"
+     "bias + residual (M, F)), M = N·Ho·Wo; geometry = (KH, KW, sy, sx, py, px, dy, dx, Ho,\n"
+     "Wo), padding at the top and left; w (KH, KW, C, F) HWIO, or packed by taps_pack."},
+    {"taps_pack", py_taps_pack, METH_VARARGS,
+     "taps_pack(w, out) -> bool: w (K, F), the HWIO weight as K = KH·KW·C rows, into out\n"
+     "(taps_packed_size(K, F),), the layout taps(..., packed=True) reads."},
+    {"taps_packed_size", py_taps_packed_size, METH_VARARGS,
+     "taps_packed_size(K, F) -> int | None: floats of a packed weight, None without kernels."},
     {"openmp", py_openmp, METH_VARARGS,
      "openmp(path) -> bool: bind to the libgomp at path if the process has loaded it (torch\n"
      "does), so that calls with openmp=True run on its threads; False: not loaded, nothing\n"

@@ -12,6 +12,9 @@
  *   rows  (channels-last):  Y[m, :]   = act(X[m, :] @ W + b)      X: M x K, W: K x N
  *   cols  (channels-first): Y[n][:, p] = act(W @ X[n][:, p] + b)   W: F x K, X[n]: K x P
  *
+ * A third, taps, computes a k x k convolution as the sum over its taps of 1x1 products on
+ * shifted views of a channels-last input, with a micro-kernel whose K loop walks the taps.
+ *
  * Each driver works on a range of rows or columns; run_parts() hands the ranges to the pool
  * with the GIL released.
  *
@@ -19,6 +22,7 @@
  *   microkernels.c  the register-tiled micro-kernels and the instruction sets' tile tables
  *   tiles.c         per-thread work buffers and the loop of tiles over a block of rows
  *   rows.c, cols.c  the channels-last and channels-first drivers, and their parallel jobs
+ *   taps.c          the k x k driver (an implicit GEMM over the taps) and its weight packing
  *   pool.c          the kernels' own spinning thread pool
  *   openmp.c        running a job on the host's (torch's) OpenMP team instead
  *   module.c        the Python interface: argument checks, buffers, the GIL
@@ -67,12 +71,28 @@ typedef struct isa_t {
 
 static inline idx min_i(idx a, idx b) { return a < b ? a : b; }
 
+/* C[mr x nr] (+)= sum over T taps t of A_t[mr x kc] @ B_t[kc x nr], where row r of A_t
+ * starts at P[t * MR + r] + koff and row k of B_t at B + t * ldbt + k * ldb; the epilogue as
+ * for kern_t (bias by column only). See microkernels.c. */
+typedef void (*tkern_t)(idx T, idx kc, const float *const *P, idx koff, const float *B, idx ldb,
+                        idx ldbt, float *C, idx ldc, int mr, int nr, int first, int last,
+                        const float *bias, const float *R, idx ldr, int act);
+
+typedef struct {
+    int mr, nv;          /* rows of a tile, vectors in the widest panel */
+    tkern_t by_nv[5];    /* kernel for a panel of 1..nv vectors, mr rows */
+    tkern_t less[5];     /* ... and mr - 1 rows: row counts that are no multiple of mr */
+} tshape_t;
+
 /* microkernels.c */
 const shape_t *pw_cols_shape(const isa_t *isa, idx F);
 const shape_t *pw_rows_shape(const isa_t *isa, idx N);
+const tshape_t *pw_taps_shape(const isa_t *isa, idx F);
 
-/* tiles.c */
+/* tiles.c: per-thread buffers, slots 0 .. SCRATCH_SLOTS - 1, kept between calls */
+enum { SCRATCH_SLOTS = 4 };
 float *pw_scratch(int which, size_t floats);
+void pw_scratch_drop(int which);
 void pw_tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx kc, const float *A, idx lda,
                   const float *Bp, idx ldb, float *C, idx ldc, int nr, int first, int last,
                   const float *bcol, const float *brow, const float *R, idx ldr, int act,
@@ -113,6 +133,35 @@ typedef struct {
     atomic_int failed;
 } cols_job;
 void pw_cols_part(void *arg, int part, int parts);
+
+/* taps.c: Y[m, :] = act(sum over taps of X shifted @ W[tap] + bias + R[m, :]) for the
+ * M = N * Ho * Wo output pixels of a k x k convolution of X (N, H, W, C), channels unit
+ * stride; W packed by pw_taps_pack_part (panels of the tile's width, see taps.c). */
+typedef struct {
+    const isa_t *isa;
+    idx N, H, W, C, sn, sh, sw;      /* X and its strides, in floats */
+    idx KH, KW, F;                   /* the kernel */
+    idx sy, sx, py, px, dy, dx;      /* stride, padding at the top and left, dilation */
+    idx Ho, Wo;
+    const float *X, *Wp, *bias, *R;  /* R: NULL, or rows ldr apart */
+    idx ldr;
+    float *Y;                        /* rows ldy apart */
+    idx ldy;
+    int act;
+    atomic_int failed;
+} taps_job;
+void pw_taps_part(void *arg, int part, int parts);
+
+/* taps.c: pack HWIO weights (K = KH * KW * C rows of F) for the taps driver, rows [k0, k1)
+ * per part; out holds pw_taps_packed_size(isa, K, F) floats. */
+typedef struct {
+    const isa_t *isa;
+    const float *W;
+    idx K, F, ldw;
+    float *out;
+} taps_pack_job;
+idx pw_taps_packed_size(const isa_t *isa, idx K, idx F);
+void pw_taps_pack_part(void *arg, int part, int parts);
 
 /* pool.c */
 void pw_run_parts(part_fn fn, void *arg, int parts);

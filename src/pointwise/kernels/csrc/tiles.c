@@ -11,8 +11,8 @@
  * They are freed when their thread ends (a pthread key's destructor), so Python threads
  * that come and go leave nothing behind. */
 typedef struct {
-    float *buf[2];
-    size_t size[2];
+    float *buf[SCRATCH_SLOTS];
+    size_t size[SCRATCH_SLOTS];
 } scratch_t;
 
 static pthread_key_t scratch_key;
@@ -20,8 +20,7 @@ static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 
 static void scratch_free(void *p) {
     scratch_t *s = p;
-    free(s->buf[0]);
-    free(s->buf[1]);
+    for (int i = 0; i < SCRATCH_SLOTS; i++) free(s->buf[i]);
     free(s);
 }
 
@@ -44,6 +43,16 @@ float *pw_scratch(int which, size_t floats) {
         s->size[which] = s->buf[which] ? bytes : 0;
     }
     return s->buf[which];
+}
+
+/* Free the calling thread's buffer in slot `which` (one that should not stay between calls). */
+void pw_scratch_drop(int which) {
+    pthread_once(&scratch_once, scratch_init);
+    scratch_t *s = pthread_getspecific(scratch_key);
+    if (s == NULL) return;
+    free(s->buf[which]);
+    s->buf[which] = NULL;
+    s->size[which] = 0;
 }
 
 /* One tile of rows [i, i + mr) with the kernel `kern` (MR rows) or, for the last rows,

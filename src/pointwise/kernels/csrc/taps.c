@@ -1,0 +1,175 @@
+/* The k x k driver: a convolution as the sum over its taps of 1x1 products on shifted views
+ * of a channels-last input, an implicit GEMM with no im2col buffer and no padded copy.
+ *
+ *   Y[m, :] = act( bias + R[m, :] + sum over taps (i, j) of X[n, y·sy − py + i·dy,
+ *                                                          x·sx − px + j·dx, :] @ W[i, j] )
+ *
+ * for the output pixels m = (n, y, x). A tile is MR output pixels (consecutive, possibly
+ * spanning image rows and images) by one panel of filters; for each tap the micro-kernel
+ * reads one row pointer per pixel (tile_pointers): the input pixel, or a row of zeros where
+ * the tap falls in the padding. So stride, dilation and padding cost nothing but the
+ * pointers, and the accumulators stay in registers across all the taps of a K block.
+ *
+ * With few channels (the 7x7 stem's 3) a tap's K loop would be a handful of steps, and the
+ * pointers would cost as much as the arithmetic: there the KW taps of a kernel row are one
+ * run of KW·C floats, contiguous in the input (dilation 1, pixels C floats apart), and only
+ * runs that cross the image's left or right edge are copied, zero-padded, into a small
+ * per-thread buffer. ResNet-50's stem, N=8: 137 -> 203 GFLOP/s (2 threads).
+ *
+ * The weights are packed once (pw_taps_pack_part) into panels of the tile's width, each
+ * panel's rows in the order of HWIO's (i, j, c): the micro-kernel streams a panel from L2
+ * with one pointer. Read in place instead (rows F floats apart), 7x7 512->512 ran at 178-213
+ * against 218-221 GFLOP/s packed, N=8; at N=1, 145-158 against 203.
+ */
+#include "pointwise.h"
+
+#ifdef PW_X86
+#include <string.h>
+
+/* A K block's packed panel stays in L2 (1 MiB per core on Zen 4) next to the input rows it
+ * meets: taps are grouped so that a group's rows of one panel fit in B_BUDGET bytes. At 7x7
+ * 512->512 a whole panel is 1.2 MB; groups of 3 taps (384 KiB) ran at 219-221 GFLOP/s. */
+enum { B_BUDGET = 512 * 1024 };
+/* Most taps in a K block (the pointer table is TG_MAX x 12 on the stack). */
+enum { TG_MAX = 64 };
+/* Runs of a kernel row replace single taps below this many channels (see above). */
+enum { RUNS_MAX_C = 32 };
+
+static int use_runs(const taps_job *j) { return j->dx == 1 && j->sw == j->C && j->C < RUNS_MAX_C; }
+
+/* Row pointers of the output pixels [m, m + mr) (MR rows, the rest zeros) for the taps
+ * [t0, t1): P[(t - t0) * MR + r]. With runs a tap is a kernel row of KT = KW·C floats; a run
+ * that crosses the image's left or right edge is copied, zero-padded, into pad. */
+static void tile_pointers(const taps_job *j, int runs, idx m, int mr, int MR, idx t0, idx t1,
+                          const float *zero, const float **P, float *pad) {
+    idx x = m % j->Wo, y = (m / j->Wo) % j->Ho, n = m / (j->Wo * j->Ho);
+    const idx KW = j->KW, C = j->C, KT = KW * C;
+    for (int r = 0; r < MR; r++) {
+        if (r >= mr) {
+            for (idx t = t0; t < t1; t++) P[(t - t0) * MR + r] = zero;
+            continue;
+        }
+        const idx iy0 = y * j->sy - j->py, ix0 = x * j->sx - j->px;
+        const float *img = j->X + n * j->sn;
+        if (runs) {
+            const int inside = ix0 >= 0 && ix0 + KW <= j->W;
+            for (idx t = t0; t < t1; t++) {
+                const idx iy = iy0 + t * j->dy;
+                const float **p = &P[(t - t0) * MR + r];
+                if (iy < 0 || iy >= j->H) {
+                    *p = zero;
+                } else if (inside) {
+                    *p = img + iy * j->sh + ix0 * C;
+                } else {
+                    float *q = pad + ((t - t0) * MR + r) * KT;
+                    const idx a = ix0 < 0 ? -ix0 : 0, b = ix0 + KW > j->W ? j->W - ix0 : KW;
+                    memset(q, 0, (size_t)KT * sizeof(float));
+                    if (b > a)
+                        memcpy(q + a * C, img + iy * j->sh + (ix0 + a) * C,
+                               (size_t)((b - a) * C) * sizeof(float));
+                    *p = q;
+                }
+            }
+        } else {
+            for (idx t = t0; t < t1; t++) {
+                const idx iy = iy0 + t / KW * j->dy, ix = ix0 + t % KW * j->dx;
+                P[(t - t0) * MR + r] = iy >= 0 && iy < j->H && ix >= 0 && ix < j->W
+                                           ? img + iy * j->sh + ix * j->sw : zero;
+            }
+        }
+        if (++x == j->Wo) {
+            x = 0;
+            if (++y == j->Ho) { y = 0; n++; }
+        }
+    }
+}
+
+/* Output pixels [m0, m1) by filters [f0, f1) (whole panels). */
+static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
+    const tshape_t *s = pw_taps_shape(j->isa, j->F);
+    const int MR = s->mr, vw = j->isa->vw, NR = s->nv * vw, runs = use_runs(j);
+    const idx T = runs ? j->KH : j->KH * j->KW, KT = runs ? j->KW * j->C : j->C, K = T * KT;
+    /* K blocks: channel blocks of CB, then tap groups of TG, even in size */
+    idx CB = KT;
+    while ((idx)sizeof(float) * CB * NR > B_BUDGET && CB > 64) CB = (CB + 1) / 2;
+    idx TG = B_BUDGET / ((idx)sizeof(float) * CB * NR);
+    TG = TG < 1 ? 1 : TG > TG_MAX ? TG_MAX : TG > T ? T : TG;
+    const idx groups = (T + TG - 1) / TG;
+    TG = (T + groups - 1) / groups;
+    float *zero = pw_scratch(0, (size_t)KT);
+    float *pad = runs ? pw_scratch(1, (size_t)(MR * TG * KT)) : NULL;
+    if (zero == NULL || (runs && pad == NULL)) return -1;
+    memset(zero, 0, (size_t)KT * sizeof(float));
+    const float *P[TG_MAX * 12];
+    /* the L rows as tiles of MR and, last, b tiles of MR - 1, so that no tile is cut */
+    const idx L = m1 - m0, rem = L % MR;
+    idx b = rem ? MR - rem : 0;
+    if (b * (MR - 1) > L) b = 0;
+    const idx split = m1 - b * (MR - 1);
+    for (idx jc = f0; jc < f1; jc += NR) {
+        const int nr = (int)min_i(j->F - jc, NR), nv = (nr + vw - 1) / vw, width = nv * vw;
+        const float *panel = j->Wp + jc * K;  /* the panels before are NR wide */
+        for (idx t0 = 0; t0 < T; t0 += TG) {
+            const idx t1 = min_i(T, t0 + TG);
+            for (idx c0 = 0; c0 < KT; c0 += CB) {
+                const idx kc = min_i(KT - c0, CB);
+                const int first = t0 == 0 && c0 == 0, last = t1 == T && c0 + kc == KT;
+                const float *B = panel + (t0 * KT + c0) * width;
+                for (idx m = m0; m < m1;) {
+                    const int full = m < split ? MR : MR - 1, mr = (int)min_i(m1 - m, full);
+                    const tkern_t kern = m < split ? s->by_nv[nv] : s->less[nv];
+                    tile_pointers(j, runs, m, mr, full, t0, t1, zero, P, pad);
+                    kern(t1 - t0, kc, P, c0, B, width, KT * width, j->Y + m * j->ldy + jc,
+                         j->ldy, mr, nr, first, last, j->bias ? j->bias + jc : NULL,
+                         j->R ? j->R + m * j->ldr + jc : NULL, j->ldr, j->act);
+                    m += mr;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* Parts split the output pixels, or the panels of filters where that gives each part fewer
+ * tile slots (small images: 7x7 512->512 at N=1 has 9 tiles of pixels and 8 panels), or as
+ * many and fewer weights to read each (7x7 512->512, N=8: the weights are 9.4 MB, the
+ * input 0.8 MB). */
+void pw_taps_part(void *arg, int part, int parts) {
+    taps_job *j = arg;
+    const tshape_t *s = pw_taps_shape(j->isa, j->F);
+    const idx M = j->N * j->Ho * j->Wo, NR = s->nv * j->isa->vw;
+    const idx tiles = (M + s->mr - 1) / s->mr, panels = (j->F + NR - 1) / NR;
+    const idx by_m = (tiles + parts - 1) / parts * panels;
+    const idx by_f = tiles * ((panels + parts - 1) / parts);
+    const int split_f = panels >= parts && (by_f < by_m || (by_f == by_m &&
+                        j->KH * j->KW * j->F > j->N * j->H * j->W));
+    const int fp = split_f ? parts : 1, mp = parts / fp, pm = part / fp, pf = part % fp;
+    const idx m0 = min_i(M, tiles * pm / mp * s->mr), m1 = min_i(M, tiles * (pm + 1) / mp * s->mr);
+    const idx f0 = min_i(j->F, panels * pf / fp * NR);
+    const idx f1 = min_i(j->F, panels * (pf + 1) / fp * NR);
+    if (m0 < m1 && f0 < f1 && taps_driver(j, m0, m1, f0, f1) != 0) atomic_store(&j->failed, 1);
+}
+
+idx pw_taps_packed_size(const isa_t *isa, idx K, idx F) {
+    return K * ((F + isa->vw - 1) / isa->vw * isa->vw);
+}
+
+/* Rows [k0, k1) of W (K x F, rows ldw apart) into every panel: W is read in order, one
+ * stream, where a panel at a time would read it in short strided pieces (9 MB: 0.39 against
+ * 1.75 ms on one thread). */
+static void pack_rows(const taps_pack_job *p, idx k0, idx k1) {
+    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, vw = p->isa->vw;
+    for (idx k = k0; k < k1; k++)
+        for (idx jc = 0; jc < p->F; jc += NR) {
+            const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
+            float *o = p->out + jc * p->K + k * width;
+            memcpy(o, p->W + k * p->ldw + jc, (size_t)nr * sizeof(float));
+            if (width > nr) memset(o + nr, 0, (size_t)(width - nr) * sizeof(float));
+        }
+}
+
+void pw_taps_pack_part(void *arg, int part, int parts) {
+    const taps_pack_job *p = arg;
+    pack_rows(p, p->K * part / parts, p->K * (part + 1) / parts);
+}
+#endif
