@@ -191,3 +191,57 @@ def check_against_torch(x, w, b=None, *, layout="NHWC", stride=1, padding=0, gro
         np.testing.assert_allclose(ours, ref_np, rtol=brt, atol=bat * gscale,
                                    err_msg=f"grad_{name} {opts}")
     return y, grads
+
+
+# ------------------------------------------------------------------------------ k×k convs
+def same_padding(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """TensorFlow's "same": ceil(size / s) outputs, the padding split, the odd pixel after."""
+    total = max(0, (-(-size // s) - 1) * s + d * (k - 1) + 1 - size)
+    return total // 2, total - total // 2
+
+
+def check_conv2d_against_torch(x, w, b=None, *, layout="NHWC", stride=1, padding=0,
+                               dilation=1, groups=1, activation=None, residual=None,
+                               atol=None):
+    """Compare ``pw.conv2d`` with float64 ``torch.nn.functional.conv2d``.
+
+    ``x``, ``w``, ``b``, ``residual`` are NumPy arrays in our layout. Integers must match
+    exactly; floats within a tolerance scaled by the output's magnitude (float64: 1e-10,
+    float32: 2e-5, half types: 2e-2, or ``atol``). Returns our output.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    y = pw.conv2d(x, w, b, layout=layout, stride=stride, padding=padding, dilation=dilation,
+                  groups=groups, activation=activation, residual=residual)
+    x4 = to_nhwc(x, layout).astype(np.float64)  # (N, H, W, C)
+    w4 = np.asarray(w, np.float64)
+    w4 = w4.transpose(3, 2, 0, 1) if layout in ("NHWC", "HWC") else w4  # -> OIHW
+    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    kh, kw = w4.shape[2:]
+    if padding == "same":
+        (t, bo), (le, r) = (same_padding(x4.shape[1], kh, sh, dh),
+                            same_padding(x4.shape[2], kw, sw, dw))
+    elif padding == "valid":
+        t = bo = le = r = 0
+    else:
+        (t, le) = _pair(padding)
+        bo, r = t, le
+    xt = F.pad(torch.from_numpy(np.ascontiguousarray(x4.transpose(0, 3, 1, 2))), (le, r, t, bo))
+    z = F.conv2d(xt, torch.from_numpy(w4), None if b is None else torch.from_numpy(
+        np.asarray(b, np.float64)), stride=(sh, sw), dilation=(dh, dw), groups=groups)
+    ref = z.numpy().transpose(0, 2, 3, 1)  # (N, Ho, Wo, F)
+    if residual is not None:
+        ref = ref + to_nhwc(residual, layout)
+    with np.errstate(over="ignore"):
+        ref = from_nhwc(ACTS_NP[activation](ref), layout)
+    assert y.shape == ref.shape, (y.shape, ref.shape)
+    exact = all(np.asarray(a).dtype.kind in "iu" for a in (x, w, b, residual) if a is not None)
+    if exact:
+        assert y.dtype == np.int64, y.dtype
+        np.testing.assert_array_equal(y, ref.astype(np.int64))
+        return y
+    tol = atol if atol is not None else {8: 1e-10, 4: 2e-5}.get(y.dtype.itemsize, 2e-2)
+    scale = max(1.0, float(np.abs(ref).max(initial=0)))
+    np.testing.assert_allclose(y.astype(np.float64), ref, rtol=tol, atol=tol * scale)
+    return y

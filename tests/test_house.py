@@ -20,11 +20,11 @@ LAYERS: dict[str, int] = {
     # conventions, checks and counts: numpy at most
     "_version": 0, "_moved": 0, "files": 0, "limits": 0, "problem": 0, "layout": 0,
     "activations": 0,
-    "cost": 0,
+    "cost": 0, "layout2d": 0,
     # how it is fast, and which library computes an array
     "kernels": 1, "backends": 1,
     # the operators
-    "conv": 2, "moments": 2, "reduction": 2,
+    "conv": 2, "moments": 2, "reduction": 2, "conv2d": 2,
     # the explainer
     "explain": 3,
     # torch integration, then the model zoo

@@ -10,6 +10,7 @@ The core needs only NumPy; importing :mod:`pointwise` never imports torch.
 from pointwise import _moved
 from pointwise._version import __version__
 from pointwise.conv import conv1x1, conv1x1_backward
+from pointwise.conv2d import conv2d
 from pointwise.cost import Cost, conv_cost
 from pointwise.explain import Trace, explain
 from pointwise.layout import ACTIVATIONS, LAYOUTS
@@ -29,6 +30,7 @@ __all__ = [
     "__version__",
     "conv1x1",
     "conv1x1_backward",
+    "conv2d",
     "conv_cost",
     "cost",
     "explain",
