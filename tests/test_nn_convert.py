@@ -46,7 +46,7 @@ def test_sequential_conv_bn_act_with_groups_stride_padding(act, fmt):
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(8, 12, 1, stride=2, padding=1, groups=4, bias=False), bn(12), act(),
-        nn.Conv2d(12, 12, 3, padding=1), bn(12), nn.ReLU(),  # a 3×3: stays an nn.Conv2d
+        nn.Conv2d(12, 12, 3, padding=1, groups=3), bn(12), nn.ReLU(),  # grouped 3×3: nn.Conv2d
         nn.Conv2d(12, 6, 1, stride=(1, 2), groups=2), bn(6),
     ).eval()
     new, report = convert(model)
@@ -101,7 +101,8 @@ def test_torchvision_bottleneck_folds_but_never_fuses_the_shared_relu():
     assert report.fused == []  # the relu is called three times: fusing it would be wrong
     assert ("0.relu", "called 3 times in forward; not fused") in report.skipped
     assert isinstance(new[0].relu, nn.ReLU) and report.inplace == []
-    _, only_1x1 = convert(model, fold_all=False)
+    assert report.kxk == ["0.conv2", "1.conv2"]  # the 3×3s, now pointwise.nn.Conv2d
+    _, only_1x1 = convert(model, fold_all=False, kxk=False)
     assert ("0.conv2", "0.bn2") not in only_1x1.folded
 
 

@@ -25,12 +25,19 @@ import torch
 from torch import nn
 
 from pointwise.models.registry import register_model
-from pointwise.nn import Conv1x1
+from pointwise.nn import Conv1x1, Conv2d
 from pointwise.nn.convert import FUSABLE
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet"]
 
 Layer = Callable[..., nn.Module]
+
+
+def _takes_activation(convs: tuple[nn.Module, ...], bns: tuple[nn.Module, ...]) -> bool:
+    """Whether each conv can apply an activation in its epilogue and has none yet, its BN
+    having been folded into it (convert() leaves an nn.Identity in the BN's place)."""
+    return (all(isinstance(c, (Conv1x1, Conv2d)) and c.activation is None for c in convs)
+            and all(isinstance(b, nn.Identity) for b in bns))
 
 
 def _conv3x3(c: int, f: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -41,6 +48,9 @@ class BasicBlock(nn.Module):
     """3×3 → 3×3, plus the shortcut. Has no 1×1 conv except in ``downsample``."""
 
     expansion = 1
+    #: Set by :meth:`fuse_shortcut`: the convs apply the activations, ``conv2`` adds the
+    #: shortcut; the block's activation module is no longer called.
+    shortcut_fused = activations_fused = False
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, norm_layer: Layer = nn.BatchNorm2d,
@@ -56,9 +66,29 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)  # (N, F, H/s, W/s)
+        if self.shortcut_fused:  # relu(conv2(relu(conv1(x))) + identity), BNs folded: 2 passes
+            return self.conv2(self.conv1(x), residual=identity)  # (N, F, H/s, W/s)
         out = self.relu(self.bn1(self.conv1(x)))  # (N, F, H/s, W/s)
         out = self.bn2(self.conv2(out))
         return self.relu(out + identity)
+
+    def fuse_shortcut(self) -> str | None:
+        """Let ``conv1`` apply the block's activation and ``conv2`` add the shortcut and
+        apply it, in their epilogues.
+
+        Called by :func:`pointwise.nn.convert` once ``bn1`` and ``bn2`` are folded and the
+        convs are :class:`pointwise.nn.Conv2d`: the block then writes each output once.
+        Returns ``"conv2"``, or None (nothing changed) when that is not the case or the
+        block's activation is not one the convs apply.
+        """
+        act = FUSABLE.get(type(self.relu))
+        if (self.shortcut_fused or act is None
+                or not _takes_activation((self.conv1, self.conv2), (self.bn1, self.bn2))):
+            return None
+        for conv in (self.conv1, self.conv2):
+            conv.activation = act  # type: ignore[assignment]  # a Conv1x1 or Conv2d's
+        self.shortcut_fused = self.activations_fused = True
+        return "conv2"
 
 
 class Bottleneck(nn.Module):
@@ -70,6 +100,9 @@ class Bottleneck(nn.Module):
     expansion = 4
     #: Set by :meth:`fuse_shortcut`: ``conv3`` adds the shortcut and applies the activation.
     shortcut_fused = False
+    #: ... and ``conv1`` and ``conv2`` apply the block's activation too: the block's
+    #: activation module is no longer called.
+    activations_fused = False
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, norm_layer: Layer = nn.BatchNorm2d,
@@ -88,6 +121,8 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)  # (N, 4P, H/s, W/s)
+        if self.activations_fused:  # each conv applies its ReLU: every output written once
+            return self.conv3(self.conv2(self.conv1(x)), residual=identity)  # (N, 4P, H/s, W/s)
         out = self.relu(self.bn1(self.conv1(x)))  # (N, P, H, W), or H/s with stride_in_1x1
         out = self.relu(self.bn2(self.conv2(out)))  # (N, P, H/s, W/s)
         if self.shortcut_fused:  # relu(conv3(out) + identity), bn3 folded in: one pass
@@ -100,16 +135,22 @@ class Bottleneck(nn.Module):
 
         Called by :func:`pointwise.nn.convert` once it has folded ``bn3`` into ``conv3``:
         the block's last steps, ``relu(bn3(conv3(out)) + identity)``, then cost one pass
-        over the output instead of three. Returns the name of the conv that took them, or
-        None (nothing changed) when ``bn3`` is not folded, ``conv3`` already has an
-        activation or the block's activation is not one a ``Conv1x1`` applies.
+        over the output instead of three. Where ``conv1`` and ``conv2`` can apply the
+        activation too (``conv2`` a :class:`pointwise.nn.Conv2d`, both BNs folded), they do,
+        and the block's ReLU module is no longer called. Returns the name of the conv that
+        took the shortcut, or None (nothing changed) when ``bn3`` is not folded, ``conv3``
+        already has an activation or the block's activation is not one a ``Conv1x1`` applies.
         """
         act = FUSABLE.get(type(self.relu))
-        if (self.shortcut_fused or act is None or not isinstance(self.bn3, nn.Identity)
-                or not isinstance(self.conv3, Conv1x1) or self.conv3.activation is not None):
+        if (self.shortcut_fused or act is None
+                or not _takes_activation((self.conv3,), (self.bn3,))):
             return None
         self.conv3.activation = act
         self.shortcut_fused = True
+        if _takes_activation((self.conv1, self.conv2), (self.bn1, self.bn2)):
+            for conv in (self.conv1, self.conv2):
+                conv.activation = act  # a Conv1x1 or Conv2d's
+            self.activations_fused = True
         return "conv3"
 
 

@@ -5,7 +5,10 @@
   addmm, the NumPy core, pointwise's compiled kernels) and the rule that picks one are in
   :mod:`pointwise.nn.kernels`.
 * :class:`Conv1x1` — a drop-in ``nn.Conv2d(kernel_size=1)`` whose forward calls it.
-* :func:`convert` — swaps every 1×1 ``nn.Conv2d`` of a model for ``Conv1x1``, folding a
+* :class:`Conv2d` — ``nn.Conv2d`` for any kernel, whose inference runs on the taps
+  kernels (:func:`pointwise.conv2d`), with a fused activation and residual.
+* :func:`convert` — swaps every 1×1 ``nn.Conv2d`` of a model for ``Conv1x1`` (and every
+  k×k one with one group for ``Conv2d``), folding a
   following BatchNorm and fusing a following activation where that is provably safe;
   :func:`to_conv2d` swaps them back, for torch alone.
 * :func:`compress` — replaces each 1×1 conv by a rank-k pair (:class:`LowRankConv1x1`)
@@ -16,10 +19,12 @@ This package imports torch; ``import pointwise`` does not.
 
 from pointwise.nn import functional
 from pointwise.nn.compress import compress, compress_structure
+from pointwise.nn.conv2d import Conv2d
 from pointwise.nn.convert import ConvertReport, convert, to_conv2d
 from pointwise.nn.lowrank import LowRankConv1x1
 from pointwise.nn.module import Conv1x1
 from pointwise.nn.report import CompressReport, LayerCompression
 
-__all__ = ["CompressReport", "Conv1x1", "ConvertReport", "LayerCompression", "LowRankConv1x1",
-           "compress", "compress_structure", "convert", "functional", "to_conv2d"]
+__all__ = ["CompressReport", "Conv1x1", "Conv2d", "ConvertReport", "LayerCompression",
+           "LowRankConv1x1", "compress", "compress_structure", "convert", "functional",
+           "to_conv2d"]

@@ -33,6 +33,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from pointwise.nn.conv2d import Conv2d
 from pointwise.nn.module import ACTIVATION_MODULES, Conv1x1
 from pointwise.nn.report import ConvertReport
 
@@ -49,7 +50,7 @@ def qualified(prefix: str, name: str) -> str:
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, Conv1x1) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (Conv1x1, Conv2d)) or super().is_leaf_module(m, qualname)
 
 
 def find_chains(
@@ -83,13 +84,14 @@ def find_chains(
 
 
 def _is_chain_head(m: nn.Module, fold_all: bool) -> bool:
-    """A conv a chain can start at: a Conv1x1, or with ``fold_all`` any stock nn.Conv2d."""
-    return isinstance(m, Conv1x1) or (fold_all and type(m) is nn.Conv2d)
+    """A conv a chain can start at: a Conv1x1 or Conv2d, or with ``fold_all`` any stock
+    nn.Conv2d."""
+    return isinstance(m, (Conv1x1, Conv2d)) or (fold_all and type(m) is nn.Conv2d)
 
 
 def _activation_taken(conv: nn.Module) -> bool:
     """True when the conv already applies an activation, so none can follow it into it."""
-    return isinstance(conv, Conv1x1) and conv.activation is not None
+    return isinstance(conv, (Conv1x1, Conv2d)) and conv.activation is not None
 
 
 def _graph_chains(module, graph, prefix, places, fold, fuse, chains, report,

@@ -7,6 +7,9 @@ What it does, in order:
    parameters. Always safe: ``Conv1x1`` computes what the conv computed. Skipped and reported:
    ``padding_mode`` other than ``"zeros"``, and subclasses of ``nn.Conv2d`` (their forward
    may differ).
+   With ``kxk`` (on by default), every k×k ``nn.Conv2d`` with one group likewise becomes a
+   :class:`pointwise.nn.Conv2d` (:mod:`pointwise.nn.convert_kxk`), which the next steps
+   treat as a ``Conv1x1``.
 2. **Fold** (``fold_batchnorm``, eval mode only) a ``BatchNorm2d`` that directly follows a
    ``Conv1x1`` into its weight and bias, and **fuse** (``fuse_activation``) a directly
    following ``ReLU``, ``ReLU6``, ``SiLU`` or ``Hardswish`` module into its ``activation``.
@@ -21,7 +24,9 @@ What it does, in order:
    addition is folded, and the block's last ``Conv1x1`` then adds the shortcut and applies
    the block's activation in its epilogue (``Conv1x1.forward(x, residual=...)``). The
    hook's name and contract: ``fuse_shortcut() -> str | None``, the name (within the block)
-   of the conv that took the addition, or None when the block left itself unchanged.
+   of the conv that took the addition, or None when the block left itself unchanged. A
+   block whose convs then apply its shared activation module (called twice or more, so
+   never fused by step 2) sets ``activations_fused``: ResNet's blocks do.
 
 Steps 2 and 3 fold or fuse a pair only where ``torch.fx``'s data flow proves it direct; how,
 and what that cannot see, is in :mod:`pointwise.nn._chains`.
@@ -36,6 +41,8 @@ import torch
 from torch import nn
 
 from pointwise.nn._chains import FUSABLE, find_chains, qualified
+from pointwise.nn.conv2d import Conv2d
+from pointwise.nn.convert_kxk import replace_kxk
 from pointwise.nn.module import Conv1x1
 from pointwise.nn.report import ConvertReport
 
@@ -48,6 +55,7 @@ def convert(
     fold_batchnorm: bool = True,
     fuse_activation: bool = True,
     fold_all: bool = True,
+    kxk: bool = True,
     inplace: bool = False,
 ) -> tuple[nn.Module, ConvertReport]:
     """Replace every 1×1 ``nn.Conv2d`` of ``model`` by ``Conv1x1``; fold BN and fuse activations.
@@ -62,6 +70,9 @@ def convert(
             it into its weight and bias, and make the activation module that directly follows
             run in place. Eager torch then skips one pass over the output and one allocation
             per such layer.
+        kxk: replace every k×k ``nn.Conv2d`` with one group by :class:`pointwise.nn.Conv2d`,
+            whose inference runs on the taps kernels (:mod:`pointwise.nn.convert_kxk`); its
+            BN and activation are then folded and fused as a ``Conv1x1``'s are.
         inplace: modify ``model`` itself instead of a deep copy.
 
     Returns:
@@ -94,6 +105,8 @@ def convert(
         model = copy.deepcopy(model)
     report = ConvertReport()
     model = _replace_convs(model, report)
+    if kxk:
+        model = replace_kxk(model, report)
     if fold_batchnorm or fuse_activation:
         places = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
         chains: list[tuple[str, str | None, str | None]] = []
@@ -126,11 +139,11 @@ def to_conv2d(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         )
     if not inplace:
         model = copy.deepcopy(model)
-    if isinstance(model, Conv1x1):
+    if isinstance(model, (Conv1x1, Conv2d)):
         return model.to_conv2d()
     new: dict[int, nn.Module] = {}  # a conv held at two places stays one shared module
     for qualname, child in list(model.named_modules(remove_duplicate=False))[1:]:
-        if isinstance(child, Conv1x1):
+        if isinstance(child, (Conv1x1, Conv2d)):
             if id(child) not in new:
                 new[id(child)] = child.to_conv2d()
             _set(model, qualname, new[id(child)])
@@ -145,6 +158,10 @@ def _fuse_shortcuts(model: nn.Module, report: ConvertReport) -> None:
             conv = hook()
             if conv is not None:
                 report.shortcuts.append((name or "(model)", qualified(name, conv)))
+            if getattr(block, "activations_fused", False):  # its shared activation is unused:
+                under = qualified(name, "")  # no longer "skipped", but fused into its convs
+                report.skipped = [(n, why) for n, why in report.skipped
+                                  if not (n.startswith(under) and "times in forward" in why)]
 
 
 def _require_eval(module: nn.Module, what: str) -> None:
@@ -217,7 +234,7 @@ def _apply(model, conv_name: str, bn_name: str | None, act_name: str | None, rep
         report.folded.append((conv_name, bn_name))
     if act_name is not None:
         act = model.get_submodule(act_name)
-        if isinstance(conv, Conv1x1):
+        if isinstance(conv, (Conv1x1, Conv2d)):
             conv.activation = FUSABLE[type(act)]
             _set(model, act_name, nn.Identity())
             report.fused.append((conv_name, act_name, conv.activation))

@@ -274,3 +274,9 @@ def _write_out(
             "out= does not support automatic differentiation (as in torch)"
         )
     return out.copy_(y)  # y was computed in full first, so out may alias the inputs
+
+
+# The k×k convolution's torch backend lives in its own module; pointwise.conv2d finds it here.
+from pointwise.nn._conv2d_torch import conv2d  # noqa: E402
+
+__all__ += ["conv2d"]

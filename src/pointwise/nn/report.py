@@ -13,6 +13,7 @@ class ConvertReport:
 
     Attributes:
         replaced: the ``nn.Conv2d`` modules now ``Conv1x1``.
+        kxk: the k×k ``nn.Conv2d`` modules now :class:`pointwise.nn.Conv2d` (taps kernels).
         folded: ``(conv, batchnorm)`` pairs; the BN is now ``nn.Identity``.
         fused: ``(conv, activation module, activation)``; the module is now ``nn.Identity``.
         inplace: ``(conv, activation module)`` for an activation after a k×k ``nn.Conv2d``
@@ -22,6 +23,7 @@ class ConvertReport:
     """
 
     replaced: list[str] = field(default_factory=list)
+    kxk: list[str] = field(default_factory=list)
     folded: list[tuple[str, str]] = field(default_factory=list)
     fused: list[tuple[str, str, str]] = field(default_factory=list)
     inplace: list[tuple[str, str]] = field(default_factory=list)
@@ -30,11 +32,13 @@ class ConvertReport:
 
     def __str__(self) -> str:
         lines = [
-            f"convert: {len(self.replaced)} replaced, {len(self.folded)} BatchNorm folded, "
+            f"convert: {len(self.replaced) + len(self.kxk)} replaced, "
+            f"{len(self.folded)} BatchNorm folded, "
             f"{len(self.fused)} activations fused, {len(self.shortcuts)} shortcuts fused, "
             f"{len(self.skipped)} skipped"
         ]
         lines += [f"  replaced  {n}: nn.Conv2d -> Conv1x1" for n in self.replaced]
+        lines += [f"  replaced  {n}: nn.Conv2d -> pointwise.nn.Conv2d" for n in self.kxk]
         lines += [f"  folded    {bn} into {c}" for c, bn in self.folded]
         lines += [f"  fused     {a} into {c} (activation={act!r})" for c, a, act in self.fused]
         lines += [f"  in place  {a} after {c}" for c, a in self.inplace]

@@ -1,0 +1,54 @@
+""":func:`pointwise.nn.convert`'s k×k pass: every k×k ``nn.Conv2d`` with one group becomes a
+:class:`pointwise.nn.Conv2d`, whose inference runs on the taps kernels.
+
+The swap keeps the parameters, their state_dict keys and the conv's options, and is always
+safe: ``Conv2d`` is ``nn.Conv2d`` with a fused epilogue that starts empty. The later passes
+then treat it as they treat a ``Conv1x1``: a BatchNorm that directly follows is folded into
+it and an activation module that directly follows is fused into its epilogue, and a block
+whose last conv it is may hand it the shortcut (``fuse_shortcut()``: ResNet's BasicBlock).
+
+Left as they are: convs with groups (depthwise ones included), whose kernels are not these;
+1×1 convs (the 1×1 pass's); subclasses of ``nn.Conv2d``, whose forward may differ; and
+``padding_mode`` other than ``"zeros"`` (reported).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pointwise.nn.conv2d import Conv2d
+from pointwise.nn.report import ConvertReport
+
+__all__ = ["replace_kxk"]
+
+
+def _candidate(m: nn.Module) -> bool:
+    return (type(m) is nn.Conv2d and m.groups == 1 and tuple(m.kernel_size) != (1, 1)
+            and not isinstance(m.weight, nn.parameter.UninitializedParameter))
+
+
+def replace_kxk(model: nn.Module, report: ConvertReport) -> nn.Module:
+    """Swap the k×k convs of ``model`` (in place; the model itself if it is one)."""
+    if _candidate(model):
+        if model.padding_mode != "zeros":
+            report.skipped.append(("(model)", _why(model)))
+            return model
+        report.kxk.append("(model)")
+        return Conv2d.from_conv2d(model)  # type: ignore[arg-type]
+    new: dict[int, nn.Module] = {}  # a conv held at two places stays one shared module
+    for qualname, child in list(model.named_modules(remove_duplicate=False))[1:]:
+        if not _candidate(child):
+            continue
+        if child.padding_mode != "zeros":
+            report.skipped.append((qualname, _why(child)))
+            continue
+        if id(child) not in new:
+            new[id(child)] = Conv2d.from_conv2d(child)
+        parent, _, name = qualname.rpartition(".")
+        setattr(model.get_submodule(parent), name, new[id(child)])
+        report.kxk.append(qualname)
+    return model
+
+
+def _why(conv: nn.Module) -> str:
+    return f"padding_mode={conv.padding_mode!r}: the taps kernels pad with zeros only"
