@@ -19,7 +19,14 @@ from pointwise.cli.args import (
     write_output,
 )
 from pointwise.cli.errors import CliError
-from pointwise.explain import explain, explain_pca, random_filter, random_input, tutorial_example
+from pointwise.explain import (
+    explain,
+    explain_pca,
+    explain_taps,
+    random_filter,
+    random_input,
+    tutorial_example,
+)
 from pointwise.layout import LAYOUTS
 
 __all__ = ["MAX_VALUES", "add_parsers"]
@@ -42,11 +49,13 @@ def layout(text: str) -> str:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "explain",
-        help="write out a 1×1 conv pixel by pixel, with its cost",
+        help="write out a 1×1 conv pixel by pixel (or a k×k conv tap by tap), with its cost",
         description=(
             "Write out every output pixel of a 1×1 convolution as its sum of products, then "
             "its parameters and MACs beside a 3×3 conv's. With no options: the tutorial's "
-            "(3, 3, 2) example and its 2→1 filter."
+            "(3, 3, 2) example and its 2→1 filter. With --kernel K: a K×K convolution "
+            "(zero padding, same size) as K² 1×1 convolutions on shifted views of the input, "
+            "each tap's partial result and the running sum."
         ),
     )
     source = p.add_mutually_exclusive_group()
@@ -69,6 +78,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "filter is HWIO for HWC/NHWC and OIHW for CHW/NCHW",
     )
     p.add_argument("--bias", metavar="B1,B2,...", help="one bias per filter, comma-separated")
+    p.add_argument(
+        "--kernel", metavar="K", type=positive, default=1,
+        help="kernel size (default 1): with K > 1, a K×K conv as K² shifted 1×1 convs; "
+        "--filters then draws a K×K filter",
+    )
     p.add_argument(
         "--max-pixels", metavar="K", type=positive,
         help="write out at most K pixel lines (one per pixel and filter; default 16)",
@@ -99,17 +113,23 @@ def run_explain(args: argparse.Namespace) -> int:
     if args.filter is not None:
         w = load_array(args.filter, "weight")
         filters = w.shape[-1 if LAYOUTS[layout][0] else 0] if w.ndim else 1
-    elif args.filters is not None or args.random is not None:
+    elif args.filters is not None or args.random is not None or args.kernel > 1:
         filters = args.filters or 1
         _check_output(x, filters, layout)
         base = x if x is not None else tutorial_example(layout)[0]
-        w = random_filter(base, filters, layout=layout, seed=args.seed)
+        w = random_filter(base, filters, layout=layout, seed=args.seed, kernel=args.kernel)
     elif x is not None:
         raise CliError("expected --filter FILE or --filters F with --input, but got neither",
                        hint="--filters 1 for one random filter")
     else:
         w, filters = None, 1  # the tutorial's filter
     _check_output(x, filters, layout)
+    if args.kernel > 1:
+        if args.pca:
+            raise CliError("expected --pca or --kernel, but got both",
+                           hint="--pca explains 1×1 filters; drop --kernel")
+        bias = None if args.bias is None else parse_bias(args.bias, x)
+        return _run_taps(args, x, w, bias, json_path)
     limit = {} if args.max_pixels is None else {"max_pixels": args.max_pixels}
     if args.pca:
         return _run_pca(args, x, w, json_path, limit)
@@ -139,6 +159,25 @@ def _run_pca(args: argparse.Namespace, x: np.ndarray | None, w: np.ndarray | Non
         write_output(json_path, strict_json(result.to_dict()))
     if json_path != "-":
         print(result.to_text())
+    return 0
+
+
+def _run_taps(args: argparse.Namespace, x: np.ndarray | None, w: np.ndarray | None,
+              bias: np.ndarray | None, json_path: str | None) -> int:
+    """``--kernel K``: the K×K conv as K² shifted 1×1 convs (no PNG, no pixel limit)."""
+    for flag, given in (("--png", args.png), ("--max-pixels", args.max_pixels)):
+        if given is not None:
+            raise CliError(f"expected {flag} without --kernel, but got both",
+                           hint=f"{flag} applies to the 1×1 explanation; drop it or --kernel")
+    trace = explain_taps(x, w, bias, layout=args.layout, kernel=args.kernel)
+    if trace.kernel != (args.kernel, args.kernel):
+        raise CliError(f"expected a {args.kernel}×{args.kernel} filter for --kernel "
+                       f"{args.kernel}, but got a {trace.kernel[0]}×{trace.kernel[1]} one",
+                       hint=f"--filters F for a random {args.kernel}×{args.kernel} filter")
+    if json_path is not None:
+        write_output(json_path, strict_json(trace.to_dict()))
+    if json_path != "-":
+        print(trace.to_text())
     return 0
 
 

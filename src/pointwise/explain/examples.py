@@ -55,21 +55,30 @@ def random_input(shape: Sequence[int], *, layout: str = "HWC", seed: int = 0) ->
     return x if channels_last else np.moveaxis(x, -1, -3)  # ([N,] C, H, W)
 
 
-def random_filter(x: Any, filters: int, *, layout: str = "HWC", seed: int = 0) -> np.ndarray:
-    """A random filter of integers -3..3 for ``x``: (1, 1, C, F) HWIO or (F, C, 1, 1) OIHW.
+def random_filter(x: Any, filters: int, *, layout: str = "HWC", seed: int = 0,
+                  kernel: int = 1) -> np.ndarray:
+    """A random filter of integers -3..3 for ``x``: (k, k, C, F) HWIO or (F, C, k, k) OIHW,
+    k = ``kernel`` (1 by default).
 
     Its random stream is independent of :func:`random_input`'s for the same seed.
 
     >>> random_filter(random_input((2, 2, 3)), 4).shape
     (1, 1, 3, 4)
+    >>> random_filter(random_input((2, 2, 3), layout="CHW"), 4, layout="CHW", kernel=3).shape
+    (4, 3, 3, 3)
     """
     channels_last, batched = LAYOUTS[layout]
     xa = as_array(x, "x")
     if xa.ndim != 3 + batched:
         raise ValueError(f"expected a {3 + batched}-D x ({AXES[layout]}) for layout "
                          f"{layout!r}, but got x of shape {xa.shape}")
-    if filters < 1:
-        raise ValueError(f"expected at least 1 filter, but got {filters}")
+    if filters < 1 or kernel < 1:
+        raise ValueError(f"expected at least 1 filter of at least 1×1, but got {filters} "
+                         f"filters of {kernel}×{kernel}")
     c = xa.shape[-1 if channels_last else -3]
-    w = np.random.default_rng([seed, 1]).integers(-3, 4, size=(c, filters))  # (C, F)
-    return w[None, None] if channels_last else w.T[:, :, None, None]  # HWIO or OIHW
+    rng = np.random.default_rng([seed, 1])
+    if kernel == 1:  # the 1×1 filter's draws, as they always were
+        w = rng.integers(-3, 4, size=(c, filters))  # (C, F)
+        return w[None, None] if channels_last else w.T[:, :, None, None]  # HWIO or OIHW
+    w4 = rng.integers(-3, 4, size=(kernel, kernel, c, filters))  # (k, k, C, F) HWIO
+    return w4 if channels_last else w4.transpose(3, 2, 0, 1)  # HWIO or OIHW
