@@ -21,14 +21,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``bench`` on ``sub`` (imports nothing heavy, so ``--help`` stays fast)."""
     from pointwise.bench.suites import SUITES
     p = sub.add_parser(
-        "bench", help="time the 1×1 conv against its peers, verified, on this machine",
+        "bench", help="time the convs and whole models against their peers, verified",
         description="Measure the machine's roofs, then time pointwise and every importable "
         "peer (torch, numpy, onnxruntime, JAX, TensorFlow) on the ops or models suite. "
         "Every output is verified against a float64 reference before it is timed. "
         "Progress (one line per problem) goes to stderr.")
     p.add_argument("--suite", choices=tuple(SUITES), default="ops",
-                   help="ops: the 1x1 shapes (forward, fused, backward); models: ResNet-50, "
-                   "MobileNetV2, GoogLeNet at batch 8, 224x224 (default ops)")
+                   help="ops: the 1x1 shapes (forward, fused, backward); kxk: ResNet-50's 3x3 "
+                   "layers and stem (bias + ReLU); models: ResNet-18/50/101, MobileNetV2, "
+                   "GoogLeNet at batch 8 and 1, 224x224, against onnxruntime (default ops)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 3 shapes (models: MobileNetV2 at 96x96), 2 rounds, "
                    "small roofs")
@@ -38,9 +39,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=positive, metavar="R",
                    help="interleaved rounds (default: ops 15, models 5, quick 2)")
     p.add_argument("--shapes", metavar="S[,S...]",
-                   help="ops: run the shapes whose name contains one of these substrings")
+                   help="ops, kxk: run the shapes whose name contains one of these substrings")
     p.add_argument("--models", metavar="M[,M...]",
-                   help="models: zoo names (default resnet50,mobilenet_v2,googlenet)")
+                   help="models: zoo names (default resnet18,resnet50,resnet101,mobilenet_v2,"
+                   "googlenet)")
     p.add_argument("--json", metavar="PATH",
                    help="write the results as JSON; a folder gets a file named after the "
                    "environment ('-': print it instead of the table)")

@@ -4,7 +4,7 @@ warm-up, tolerance) and ``run(settings, roofs, say, **options) -> rows``.
 A new suite is a module here and a line in :data:`SUITES`.
 """
 
-from pointwise.bench.suites import models, ops
+from pointwise.bench.suites import kxk, models, ops
 from pointwise.bench.suites.common import Settings
 from pointwise.bench.suites.models import MODELS
 from pointwise.bench.suites.ops import SHAPES, Shape
@@ -12,4 +12,4 @@ from pointwise.bench.suites.ops import SHAPES, Shape
 __all__ = ["MODELS", "SHAPES", "SUITES", "Settings", "Shape"]
 
 #: suite name -> its module
-SUITES = {"ops": ops, "models": models}
+SUITES = {"ops": ops, "kxk": kxk, "models": models}

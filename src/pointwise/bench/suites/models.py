@@ -1,5 +1,10 @@
 """The ``models`` suite: whole networks, torch eager against ``convert()`` and onnxruntime.
 
+Each model runs at batch 8 and batch 1 (:data:`BATCHES`). Besides ``×best`` within a
+layout, every row gets ``vs_onnxruntime`` and the text ends with a headline naming the
+fastest engine per model (:mod:`pointwise.bench.headline`): onnxruntime runs the exported
+NCHW model, so a channels-last row never meets it within its layout.
+
 FLOPs come from :func:`pointwise.analysis.analyze`, which counts with :mod:`pointwise.cost`.
 """
 
@@ -16,11 +21,14 @@ import numpy as np
 
 from pointwise.bench import harness as h
 from pointwise.bench import peers
+from pointwise.bench.headline import add_vs_onnxruntime, headline
 from pointwise.bench.suites.common import Settings, measure, rows
 
-__all__ = ["MODELS", "run"]
+__all__ = ["BATCHES", "MODELS", "headline", "run"]
 
-MODELS = ("resnet50", "mobilenet_v2", "googlenet")
+MODELS = ("resnet18", "resnet50", "resnet101", "mobilenet_v2", "googlenet")
+#: the batch sizes each model runs at: a server's batch, and one image
+BATCHES = (8, 1)
 #: rounds, time per round (ms), warm-up (s) and tolerance of this suite's runs
 DEFAULTS = {"repeats": 5, "target_ms": 200.0, "warm_s": 1.0, "rtol": 1e-3}
 
@@ -32,7 +40,11 @@ def run(st: Settings, roofs: dict[str, Any], say: Callable[[str], None], *,
         raise ModuleNotFoundError("the models suite needs torch, but it does not import",
                                   name="torch")
     names = models or (("mobilenet_v2",) if st.quick else MODELS)
-    return run_models(names, st, roofs, say, size=96 if st.quick else 224)
+    out: list[dict[str, Any]] = []
+    for batch in (8,) if st.quick else BATCHES:
+        out += run_models(names, st, roofs, say, batch=batch, size=96 if st.quick else 224)
+    add_vs_onnxruntime(out)
+    return out
 
 
 def run_models(names: tuple[str, ...], st: Settings, roofs: dict[str, Any],
@@ -53,7 +65,7 @@ def run_models(names: tuple[str, ...], st: Settings, roofs: dict[str, Any],
     x = torch.randn(batch, 3, size, size, generator=gen)  # (N, 3, H, W)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     for name in names:
-        say(f"{name}: building, converting, computing the float64 reference")
+        say(f"{name} N={batch}: building, converting, computing the float64 reference")
         torch.manual_seed(0)
         model = pm.create(name).eval()
         eager = to_conv2d(model)  # torch's kernels only
@@ -89,8 +101,8 @@ def run_models(names: tuple[str, ...], st: Settings, roofs: dict[str, Any],
         with torch.inference_mode():
             foreign = measure(impls, st, say, name)
         problem = {"suite": "models", "shape": f"{name} {batch}x3x{size}x{size}",
-                   "mode": "inference", "problem": name, "flops": flops, "bytes": nbytes,
-                   "intensity": flops / nbytes}
+                   "mode": "inference", "problem": f"{name} N={batch}", "flops": flops,
+                   "bytes": nbytes, "intensity": flops / nbytes}
         out += rows(impls, problem, flops, nbytes, roofs["gemm_gflops"], foreign)
         say(f"done {name}")
     h.add_ratios(out)
