@@ -171,3 +171,24 @@ def test_convert_without_kxk_keeps_torch_convs_and_round_trips():
     with torch.no_grad():
         torch.testing.assert_close(back(x), model(x))
     assert np.isclose(sum(p.numel() for p in back.parameters()), 11689512)
+
+
+@needs_kernels
+@pytest.mark.parametrize("stride", [1, 2])
+def test_large_1x1_convs_run_on_the_taps_kernels_with_a_packed_weight(monkeypatch, stride):
+    seen = calls(monkeypatch)
+    torch.manual_seed(4)
+    m = Conv1x1(512, 512, stride=stride, activation="relu").eval()  # C·F = 2^18
+    x = torch.randn(2, 512, 7, 7).contiguous(memory_format=CL)
+    r = torch.randn(2, 512, 4 if stride == 2 else 7, 4 if stride == 2 else 7)
+    r = r.contiguous(memory_format=CL)
+    with torch.inference_mode():
+        y = m(x, residual=r)
+        m(x, residual=r)
+    assert seen == [True, True]
+    ref = F.relu(F.conv2d(x.double(), m.weight.double(), m.bias.double(), stride) + r.double())
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    small = Conv1x1(64, 64).eval()  # C·F < 2^18: the rows kernel
+    with torch.inference_mode():
+        small(torch.randn(2, 64, 32, 32).contiguous(memory_format=CL))
+    assert seen == [True, True]

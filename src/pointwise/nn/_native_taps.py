@@ -6,6 +6,7 @@ channels are contiguous (channels_last tensors; an NCHW-contiguous input goes to
 kernels). The weight is packed once per weight version and kept on the module, as
 onnxruntime reorders its weights once per session; the output comes from the pool of
 buffers of :mod:`pointwise.nn._native_torch` and the kernels run on torch's OpenMP team.
+The packs: :mod:`pointwise.nn._packed`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from pointwise.kernels import native as _native
 from pointwise.layout2d import conv2d_output_size
 from pointwise.nn import _native_torch as _nt
+from pointwise.nn import _packed
 
 __all__ = ["forward", "padding"]
 
@@ -38,25 +40,6 @@ def padding(conv: torch.nn.Conv2d, h: int, w: int) -> tuple[int, int, int, int]:
         return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
     ph, pw = conv.padding
     return (ph, ph, pw, pw)
-
-
-def _packed(conv: Any) -> tuple[np.ndarray, bool]:
-    """The weight for the kernels: packed once per version of the weight (a BN folded into
-    it, load_state_dict, an optimizer step all bump the version), or HWIO to pack per call
-    when the weight has no version (an inference tensor)."""
-    w = conv.weight.detach()
-    hwio = w.permute(2, 3, 1, 0)  # (F, C, kh, kw) -> (kh, kw, C, F) view
-    if w.is_inference():
-        return np.ascontiguousarray(_nt._view(hwio)), False
-    key = (w._version, w.data_ptr(), _native.ISA)
-    hit = conv._taps_packed
-    if hit is not None and hit[0] == key:
-        return hit[1], True
-    packed = _native.pack_taps(np.ascontiguousarray(_nt._view(hwio)))
-    if packed is None:
-        return np.ascontiguousarray(_nt._view(hwio)), False
-    conv._taps_packed = (key, packed)
-    return packed, True
 
 
 def forward(conv: Any, x: torch.Tensor, residual: torch.Tensor | None,
@@ -99,9 +82,11 @@ def _forward(conv: Any, xl: torch.Tensor, residual: torch.Tensor | None,
         r2 = _nt._view(rl).reshape(n * ho * wo, f)  # (M, F) view
     fused_res = residual is None or r2 is not None
     act = conv.activation if conv.activation in _native.ACTIVATIONS and fused_res else None
-    w, packed = _packed(conv)
+    w = _packed.for_conv(conv)
+    if w is None:  # no version to tell a stale pack from a fresh one: pack for this call
+        w = np.ascontiguousarray(_nt._view(conv.weight.permute(2, 3, 1, 0)))  # (kh, kw, C, F)
     b = None if conv.bias is None else _nt._view(conv.bias)
-    if not _native.taps(_nt._view(xl), w, y2, b, act, r2, geometry, packed=packed,
+    if not _native.taps(_nt._view(xl), w, y2, b, act, r2, geometry, packed=w.ndim == 1,
                         team=torch.get_num_threads()):
         return None
     y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last

@@ -6,8 +6,9 @@ kernels run on torch's own OpenMP team (:func:`pointwise.kernels.native.host_ope
 turns with torch's ops the way torch's ops take turns with each other.
 
 * channels-last input, any stride: ``rows`` on the (N·H·W, C) view, or on the strided
-  (N, Ho, Wo, C) view, which the kernel gathers slab by slab. A channels-last residual of
-  the output's shape is added in the kernel's epilogue.
+  (N, Ho, Wo, C) view, which the kernel gathers slab by slab; with large weights, ``taps``
+  (one tap) with the weight packed once (:mod:`pointwise.nn._packed`). A channels-last
+  residual of the output's shape is added in the kernel's epilogue.
 * NCHW-contiguous input, stride 1: ``cols`` on the (N, C, H·W) view; a residual is added
   afterwards by torch.
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from pointwise.kernels import native as _native
+from pointwise.nn import _packed
 
 __all__ = ["available", "forward"]
 
@@ -184,7 +186,13 @@ def _forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
             r2 = _view(rl).reshape(n * ho * wo, f)  # (M, F) view
         fused_res = residual is None or r2 is not None
         act = activation if fused_act and fused_res else None
-        if not _native.rows(xv, _weight_cf(w), y2, bn, act, residual=r2, team=team):
+        packed = _packed.for_1x1(w) if c * f >= _packed.TAPS_1X1_MIN_WEIGHTS else None
+        if packed is not None:  # large weights: the taps kernels, with the weight packed once
+            geometry = (1, 1, *stride, 0, 0, 1, 1, ho, wo)
+            if not _native.taps(_view(xl), packed, y2, bn, act, r2, geometry, packed=True,
+                                team=team):
+                return None
+        elif not _native.rows(xv, _weight_cf(w), y2, bn, act, residual=r2, team=team):
             return None
         y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
         return _finish(y4, residual if not fused_res else None,

@@ -73,10 +73,12 @@ static inline idx min_i(idx a, idx b) { return a < b ? a : b; }
 
 /* C[mr x nr] (+)= sum over T taps t of A_t[mr x kc] @ B_t[kc x nr], where row r of A_t
  * starts at P[t * MR + r] + koff and row k of B_t at B + t * ldbt + k * ldb; the epilogue as
- * for kern_t (bias by column only). See microkernels.c. */
-typedef void (*tkern_t)(idx T, idx kc, const float *const *P, idx koff, const float *B, idx ldb,
-                        idx ldbt, float *C, idx ldc, int mr, int nr, int first, int last,
-                        const float *bias, const float *R, idx ldr, int act);
+ * for kern_t (bias by column only); the next tile's rows are fetched `next` floats on. See
+ * microkernels.c. */
+typedef void (*tkern_t)(idx T, idx kc, const float *const *P, idx koff, idx next,
+                        const float *B, idx ldb, idx ldbt, float *C, idx ldc, int mr, int nr,
+                        int first, int last, const float *bias, const float *R, idx ldr,
+                        int act);
 
 typedef struct {
     int mr, nv;          /* rows of a tile, vectors in the widest panel */
