@@ -190,3 +190,12 @@ def test_torch_integers_and_nchw():
     assert y.dtype == torch.int64
     ref = check_conv2d_against_torch(x.numpy(), w.numpy(), layout="NCHW", padding=1)
     np.testing.assert_array_equal(y.numpy(), ref)
+
+
+def test_jax_arrays_are_refused_with_the_fix(monkeypatch):
+    import pointwise.backends as backends
+
+    fake = type("Array", (), {"__module__": "jax.numpy"})()  # routed as JAX, never imported
+    monkeypatch.setattr(backends, "_BACKENDS", {**backends._BACKENDS, "jax": "pointwise.layout"})
+    with pytest.raises(TypeError, match="got jax arrays; convert them with np.asarray"):
+        pw.conv2d(fake, np.ones((3, 3, 1, 1)))

@@ -83,7 +83,8 @@ def conv2d(
     Dtypes:
         As :func:`pointwise.conv1x1`: float16, bfloat16, float32 and float64 keep their dtype
         (half types accumulate in float32), integers are exact, and different float dtypes
-        raise ``TypeError``. Torch tensors and JAX arrays are computed by their library.
+        raise ``TypeError``. Torch tensors are computed by torch (with autograd); unlike
+        ``conv1x1``, JAX arrays are refused.
 
     Examples:
         A 3×3 box filter over a 4×4 single-channel image, zero-padded: each output pixel is
@@ -98,7 +99,11 @@ def conv2d(
                [42, 66, 72, 50]])
     """
     backend = backend_for(x, weight, bias, residual)
-    if backend is not None:  # a torch tensor or a JAX array: that library computes it
+    if backend is not None:  # a torch tensor: torch computes it
+        if not hasattr(backend, "conv2d"):
+            raise TypeError(f"expected NumPy arrays or torch tensors for conv2d, but got "
+                            f"{type(x).__module__.partition('.')[0]} arrays; convert them with "
+                            f"np.asarray (pointwise.conv1x1 takes them as they are)")
         return backend.conv2d(
             x, weight, bias, layout=layout, stride=stride, padding=padding,
             dilation=dilation, groups=groups, activation=activation, residual=residual,
