@@ -412,19 +412,19 @@ def _count_pool_calls(monkeypatch) -> list[int]:
 def test_parallel_blocks_restore_blas_threads_and_propagate_errors(monkeypatch):
     from pointwise.kernels import blas as _blas
 
-    if _blas._blas() is None:
+    if _blas.openblas() is None:
         pytest.skip("no OpenBLAS found in this process to steer")  # not counted as a pass
     import pointwise.kernels.gemm as gemm
 
     monkeypatch.setattr(gemm, "POOL_MIN_MACS", 0)
     shared = _count_pool_calls(monkeypatch)
-    before = _blas._blas()[1]()
+    before = _blas.openblas().get_threads()
     # float64: the compiled float32 kernels would take the call off the pool
     x, w, b = make("NHWC", 8, (32, 32), 64, 64, 1, True, np.float64)
     y = pw.conv1x1(x, w, b, activation="relu")
     np.testing.assert_allclose(y, reference_conv(x, w, b, activation="relu"), rtol=1e-4,
                                atol=1e-4)
-    assert _blas._blas()[1]() == before and shared
+    assert _blas.openblas().get_threads() == before and shared
 
     def boom(r0, r1):
         raise RuntimeError("share failed")
@@ -432,7 +432,7 @@ def test_parallel_blocks_restore_blas_threads_and_propagate_errors(monkeypatch):
     monkeypatch.setattr(_blas, "cores", lambda: 2)
     with pytest.raises(RuntimeError, match="share failed"):
         _blas.parallel_rows(10, boom, 1)
-    assert _blas._blas()[1]() == before
+    assert _blas.openblas().get_threads() == before
 
 
 def test_parallel_path_works_in_a_forked_child(monkeypatch):

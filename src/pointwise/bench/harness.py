@@ -57,10 +57,10 @@ def pin_threads(n: int) -> str:
     except ImportError:
         from pointwise.kernels import blas as _blas
 
-        blas = _blas._blas()
+        blas = _blas.openblas()
         if blas is None:
             return "env only"
-        blas[0](n)
+        blas.set_threads(n)
         return "openblas_set_num_threads + env"
     threadpool_limits(n)
     return "threadpoolctl + env"
