@@ -23,6 +23,7 @@
  *   tiles.c         per-thread work buffers and the loop of tiles over a block of rows
  *   rows.c, cols.c  the channels-last and channels-first drivers, and their parallel jobs
  *   taps.c          the k x k driver (an implicit GEMM over the taps) and its weight packing
+ *   place.c         where helper threads run: each on a CPU of its own, never the caller's
  *   pool.c          the kernels' own spinning thread pool
  *   openmp.c        running a job on the host's (torch's) OpenMP team instead
  *   module.c        the Python interface: argument checks, buffers, the GIL
@@ -41,6 +42,7 @@ typedef Py_ssize_t idx;
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PW_X86 1
+#include <sched.h>
 #include <stdatomic.h>
 
 enum { ACT_NONE = 0, ACT_RELU = 1, ACT_RELU6 = 2 };
@@ -165,8 +167,29 @@ typedef struct {
 idx pw_taps_packed_size(const isa_t *isa, idx K, idx F);
 void pw_taps_pack_part(void *arg, int part, int parts);
 
-/* pool.c */
+/* place.c: where a caller's helper threads run (helper k's id in tid[k], k >= 1) */
+typedef struct {
+    atomic_int tid[MAX_THREADS];
+    int cpu, helpers;  /* the caller's CPU they are placed around, -1: not placed */
+    cpu_set_t set;     /* ... within the caller's allowed set */
+    long at;           /* ... read at this time (ns) */
+} placement;
+void pw_place_reset(placement *pl);
+/* Bind helpers 1..helpers off the caller's CPU; returns parts, or, with clamp, at most the
+ * caller's allowed CPUs. */
+int pw_place(placement *pl, int helpers, int parts, int clamp);
+/* Bind thread `tid`, the caller's k-th helper, as pw_place would, its mask saved first in
+ * `saved`; 1 if it did. */
+int pw_bind_helper(int tid, const cpu_set_t *set, int cpu, int k, cpu_set_t *saved);
+/* Move the calling thread off `cpu` if it runs there, to the rest of `set`; 1 if it did. */
+int pw_move_off(int cpu, const cpu_set_t *set);
+
+/* pool.c: run_parts shares a job among up to `parts` threads (fewer when the pool is busy or
+ * the caller may use fewer CPUs); run_parts_all gives every part a thread of its own. */
 void pw_run_parts(part_fn fn, void *arg, int parts);
+void pw_run_parts_all(part_fn fn, void *arg, int parts);
+int pw_in_pool(void);          /* this thread runs a part (or holds the pool) */
+int pw_set_in_pool(int on);    /* ... say so from another runtime's thread; returns before */
 void pw_pool_after_fork(void);
 
 /* openmp.c */
