@@ -133,3 +133,71 @@ print("narrowed ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=90)
     assert out.returncode == 0 and "narrowed ok" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.skipif(len(CPUS) < 2, reason="needs two CPUs")
+def test_torch_team_runs_the_calls_and_is_left_as_found():
+    # Its threads may move off the caller's CPU for our region, never stay bound: torch's
+    # own ops would then run on one CPU whenever the caller came to that thread's.
+    pytest.importorskip("torch")
+    d = run_child(CPUS, "--torch", "--team")
+    check_exact(d)
+    assert d["team"], "torch imported, yet the calls did not go to its OpenMP team"
+    assert d["workers"] and all(w == CPUS for w in d["workers"]), d
+
+
+def test_pool_and_shared_blas_work_in_a_forked_child():
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((8, 32, 32, 64), dtype=np.float32), rng.standard_normal(
+        (64, 64), dtype=np.float32)
+    a = rng.standard_normal((400, 300))
+    expected, a_ref = pw.conv1x1(x, w), np.einsum("ij,kj->ik", a, a)  # the pool exists now
+    a @ a.T  # and OpenBLAS's work has run on it
+
+    def child():
+        ok = np.allclose(pw.conv1x1(x, w), expected, rtol=1e-4, atol=1e-3)
+        return bool(ok and np.allclose(a @ a.T, a_ref, rtol=1e-12, atol=1e-9))
+
+    assert answer_from_forked_child(child, timeout=60), "the child hung or got a wrong result"
+
+
+def test_python_threads_mixing_pointwise_and_numpy_all_get_their_own_result():
+    # With OpenBLAS's work on the pool, a matmul waits for the pool instead of sharing it.
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((2, 40, 40, 96), dtype=np.float32), rng.standard_normal(
+        (96, 80), dtype=np.float32)
+    a = rng.standard_normal((300, 300))
+    y_ref = np.einsum("nhwc,cf->nhwf", x.astype(np.float64), w.astype(np.float64))
+    a_ref = np.einsum("ij,jk->ik", a, a)
+    errors: list[str] = []
+
+    def work(i: int) -> None:
+        for _ in range(15):
+            if i % 2 and not np.allclose(a @ a, a_ref, rtol=1e-12, atol=1e-9):
+                errors.append(f"thread {i}: wrong matmul")
+            if not i % 2 and not np.allclose(pw.conv1x1(x, w), y_ref, rtol=1e-4, atol=1e-3):
+                errors.append(f"thread {i}: wrong conv")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads), errors
+
+
+def test_openblas_work_runs_on_the_pool_and_can_be_given_back():
+    found = blas.openblas()
+    if found is None or not found.callback_setter:
+        pytest.skip("no OpenBLAS with a threads callback (>= 0.3.27) in this process")
+    rng = np.random.default_rng(6)
+    for shape in ((513, 257, 129), (64, 2000, 3)):
+        a, c = rng.standard_normal(shape[:2]), rng.standard_normal(shape[1:])
+        ref = np.einsum("ij,jk->ik", a, c)
+        assert native.share_blas(True)
+        np.testing.assert_allclose(a @ c, ref, rtol=1e-12, atol=1e-10)
+        np.testing.assert_allclose(a.astype(np.float32) @ c.astype(np.float32), ref,
+                                   rtol=1e-3, atol=1e-3)
+        assert not native.share_blas(False)
+        np.testing.assert_allclose(a @ c, ref, rtol=1e-12, atol=1e-10)
+    assert native.share_blas(True)

@@ -56,12 +56,14 @@ def _on_kernels(x: np.ndarray, w: np.ndarray, y: np.ndarray, bias: np.ndarray | 
     if kernel is None:
         return False
     threads = _native.threads(macs)
+    team = threads > 1 and _native.on_host_team()  # torch's threads, when torch is here
     if channels_last:
         # (P, C) @ (C, F) -> (P, F), views
-        return kernel.rows(threads, x.reshape(pixels, c), w, y.reshape(pixels, f), bias, act)
+        return kernel.rows(threads, x.reshape(pixels, c), w, y.reshape(pixels, f), bias, act,
+                           None, team)
     hw = x.shape[-2] * x.shape[-1]
     # (F, C) @ (N, C, H·W) -> (N, F, H·W), views
-    return kernel.cols(threads, w, x.reshape(-1, c, hw), y.reshape(-1, f, hw), bias, act)
+    return kernel.cols(threads, w, x.reshape(-1, c, hw), y.reshape(-1, f, hw), bias, act, team)
 
 
 def try_forward(x: Any, weight: Any, bias: Any, layout: Any, stride: Any, padding: Any,

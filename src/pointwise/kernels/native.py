@@ -11,10 +11,13 @@ They are built when the package is installed, for x86-64 CPUs, in two instructio
 (:data:`ISA`). AVX-512 is used where the CPU has it. The AVX2 kernels run only on request,
 ``POINTWISE_NATIVE=avx2``: they fuse the epilogue as well, but on compute-bound plain GEMMs
 OpenBLAS's own AVX2 kernels were faster (measured on Zen 4 running both; see
-``csrc/microkernels.c``).
-``POINTWISE_NATIVE=0`` switches the kernels off. Where they are off or missing (no compiler
-at install time, another CPU), :data:`ENABLED` is False and every call runs on NumPy's BLAS,
-with the same results to rounding.
+``csrc/microkernels.c``). ``POINTWISE_NATIVE=0`` switches the kernels off. Where they are
+off or missing (no compiler at install time, another CPU), :data:`ENABLED` is False and every
+call runs on NumPy's BLAS, with the same results to rounding.
+
+One pool for two libraries: from the first call that uses the pool on, OpenBLAS's threaded
+work (NumPy's matmul) runs on the kernels' pool too (:func:`share_blas`), so that a script
+mixing the two never has two pools spinning on the same cores.
 
 :func:`rows` and :func:`cols` take only what the kernels address directly: float32 in native
 byte order, aligned, non-negative strides with unit stride on the last axis, no zero size,
@@ -26,13 +29,15 @@ functions return False, having done nothing, and the caller computes the block i
 from __future__ import annotations
 
 import os
+import sys
 from types import ModuleType
 
 import numpy as np
 
-from pointwise.kernels.blas import cores
+from pointwise.kernels.blas import openblas, wanted
 
-__all__ = ["ENABLED", "ISA", "cols", "host_openmp", "pack_taps", "rows", "taps"]
+__all__ = ["ENABLED", "ISA", "cols", "host_openmp", "on_host_team", "pack_taps", "rows",
+           "share_blas", "taps"]
 
 
 def _load() -> ModuleType | None:
@@ -58,9 +63,14 @@ ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}
 
 def threads(macs: int) -> int:
     """Threads to offer the kernels for a call of ``macs`` multiply-adds: below their own
-    ``PARALLEL_MIN_MACS`` they run on one thread, so the core count (a call into OpenBLAS,
-    a third of a tiny call) is not asked for."""
-    return cores() if _kernel is not None and macs >= _kernel.PARALLEL_MIN_MACS else 1
+    ``PARALLEL_MIN_MACS`` they run on one thread, so the thread count (a call into
+    OpenBLAS, a third of a tiny call) is not asked for."""
+    if _kernel is None or macs < _kernel.PARALLEL_MIN_MACS:
+        return 1
+    n = wanted()  # the kernels clamp it to the CPUs this thread may use
+    if n > 1 and _shared is None:  # the pool's first call: OpenBLAS's work joins it
+        share_blas()
+    return n
 
 
 def rows(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None,
@@ -78,7 +88,7 @@ def rows(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None,
     if _kernel is None or code < 0:
         return False
     n = team if team > 0 else threads(x.size * w.shape[-1])
-    return _kernel.rows(n, x, w, y, b, code, residual, team > 0)
+    return _kernel.rows(n, x, w, y, b, code, residual, team > 0 or (n > 1 and on_host_team()))
 
 
 def cols(w: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray | None,
@@ -89,7 +99,37 @@ def cols(w: np.ndarray, x: np.ndarray, y: np.ndarray, b: np.ndarray | None,
     if _kernel is None or code < 0:
         return False
     n = team if team > 0 else threads(x.size * w.shape[0])
-    return _kernel.cols(n, w, x, y, b, code, team > 0)
+    return _kernel.cols(n, w, x, y, b, code, team > 0 or (n > 1 and on_host_team()))
+
+
+_shared: bool | None = None
+
+
+def share_blas(on: bool = True) -> bool:
+    """Run OpenBLAS's threaded work (NumPy's matmul and friends) on the kernels' pool
+    (``on``), or give it back to OpenBLAS's own threads; True when the pool has it.
+
+    The first call that uses the pool does this by itself. OpenBLAS's workers spin ~0.1 s
+    after each call and the pool's for a while after its own: with two pools, a script that
+    mixes ``np.matmul`` and pointwise calls ran both at about half speed; with one, both kept
+    their speed alone (see ``csrc/openblas.c``). Needs OpenBLAS 0.3.27 or later (its
+    ``openblas_set_threads_callback_function``); False otherwise, nothing changed.
+
+    >>> import numpy as np
+    >>> a = np.ones((400, 400))
+    >>> share_blas(False), float((a @ a)[0, 0])  # OpenBLAS's own threads
+    (False, 400.0)
+    >>> _ = share_blas(True); float((a @ a)[0, 0])  # on the kernels' threads, where it can
+    400.0
+    """
+    global _shared
+    blas = openblas()
+    if _kernel is None or blas is None or not blas.callback_setter:
+        _shared = False
+        return False
+    _kernel.share_blas(blas.callback_setter, on)
+    _shared = on
+    return on
 
 
 def taps(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None, act: str | None,
@@ -151,6 +191,24 @@ def host_openmp(prefer: str | None = None) -> bool:
         OPENMP_PATH = next((p for p in paths if _kernel is not None and _kernel.openmp(p)), None)
         _host_openmp = OPENMP_PATH is not None
     return _host_openmp
+
+
+def on_host_team() -> bool:
+    """Whether calls run on torch's OpenMP team rather than the kernels' own pool: once torch
+    is imported and its libgomp bound (:func:`host_openmp`).
+
+    Torch's team spins after each torch op; the pool would then share the cores with it.
+    Interleaved without pauses (pointwise, np.matmul and torch's conv2d, N=8), pointwise
+    ran at 0.32-0.98x of its speed alone on its own pool after a torch op, and at
+    0.91-0.99x on torch's team, with NumPy's work on that team too (``csrc/openblas.c``).
+    A forked child runs on the pool (libgomp does not survive fork).
+    """
+    if _host_openmp is not None:
+        return _host_openmp
+    where = getattr(sys.modules.get("torch"), "__file__", None)
+    if not where:
+        return False
+    return host_openmp(os.path.join(os.path.dirname(where), "lib"))
 
 
 def _loaded_libgomp() -> list[str]:

@@ -320,6 +320,24 @@ static PyObject *py_openmp(PyObject *self, PyObject *args) {
 #endif
 }
 
+static PyObject *py_share_blas(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long address;
+    int on;
+    if (!PyArg_ParseTuple(args, "Kp", &address, &on)) return NULL;
+    if (address == 0) {
+        PyErr_SetString(PyExc_ValueError, "expected the address of OpenBLAS's "
+                        "set_threads_callback_function, but got 0");
+        return NULL;
+    }
+#ifdef PW_X86
+    pw_share_blas((void *)(uintptr_t)address, on);
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"isa", py_isa, METH_NOARGS,
      "The kernels' instruction set, 'avx512' or 'avx2', or None when none is in use."},
@@ -348,6 +366,10 @@ static PyMethodDef methods[] = {
      "openmp(path) -> bool: bind to the libgomp at path if the process has loaded it (torch\n"
      "does), so that calls with openmp=True run on its threads; False: not loaded, nothing\n"
      "changed."},
+    {"share_blas", py_share_blas, METH_VARARGS,
+     "share_blas(setter, on) -> bool: with on, run OpenBLAS's threaded work on the kernels'\n"
+     "pool, through OpenBLAS's set_threads_callback_function at address setter; without,\n"
+     "give it back to OpenBLAS's own threads. False where the kernels have no pool."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -360,6 +382,7 @@ PyMODINIT_FUNC PyInit__kernel(void) {
     static int registered = 0;
     if (!registered) {
         pthread_atfork(NULL, NULL, pw_pool_after_fork);
+        pthread_atfork(NULL, NULL, pw_blas_after_fork);
         registered = 1;
     }
 #endif

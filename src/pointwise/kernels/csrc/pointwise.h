@@ -25,6 +25,7 @@
  *   taps.c          the k x k driver (an implicit GEMM over the taps) and its weight packing
  *   place.c         where helper threads run: each on a CPU of its own, never the caller's
  *   pool.c          the kernels' own spinning thread pool
+ *   openblas.c      OpenBLAS's threaded work (NumPy's matmul) run on that pool
  *   openmp.c        running a job on the host's (torch's) OpenMP team instead
  *   module.c        the Python interface: argument checks, buffers, the GIL
  *
@@ -192,10 +193,15 @@ int pw_in_pool(void);          /* this thread runs a part (or holds the pool) */
 int pw_set_in_pool(int on);    /* ... say so from another runtime's thread; returns before */
 void pw_pool_after_fork(void);
 
+/* openblas.c: OpenBLAS's threaded work on the pool (setter: its set_threads_callback) */
+void pw_share_blas(void *setter, int on);
+void pw_blas_after_fork(void);
+
 /* openmp.c */
 int pw_bind_openmp(const char *path);
 int pw_openmp_bound(void);
 void pw_run_parts_openmp(part_fn fn, void *arg, int parts);
+void pw_run_parts_openmp_all(part_fn fn, void *arg, int parts);
 #else
 typedef struct isa_t { const char *name; } isa_t;
 #endif
