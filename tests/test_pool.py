@@ -201,3 +201,14 @@ def test_openblas_work_runs_on_the_pool_and_can_be_given_back():
         assert not native.share_blas(False)
         np.testing.assert_allclose(a @ c, ref, rtol=1e-12, atol=1e-10)
     assert native.share_blas(True)
+
+
+@pytest.mark.parametrize("value", ["1", "avx-512", "off"])
+def test_an_unknown_pointwise_native_value_is_named_with_the_accepted_ones(value):
+    env = {**os.environ, "POINTWISE_NATIVE": value}
+    out = subprocess.run([sys.executable, "-c", "from pointwise.kernels import native\n"
+                          "print(native.ISA)"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"got {value!r}" in out.stderr and "'avx512'" in out.stderr and "'0'" in out.stderr
+    assert out.stdout.strip() == str(native.ISA)  # the default, as if unset

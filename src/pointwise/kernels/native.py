@@ -11,7 +11,8 @@ They are built when the package is installed, for x86-64 CPUs, in two instructio
 (:data:`ISA`). AVX-512 is used where the CPU has it. The AVX2 kernels run only on request,
 ``POINTWISE_NATIVE=avx2``: they fuse the epilogue as well, but on compute-bound plain GEMMs
 OpenBLAS's own AVX2 kernels were faster (measured on Zen 4 running both; see
-``csrc/microkernels.c``). ``POINTWISE_NATIVE=0`` switches the kernels off. Where they are
+``csrc/microkernels.c``). ``POINTWISE_NATIVE=0`` switches the kernels off; any other value
+gets a warning naming the accepted ones (:data:`CHOICES`) and the default. Where they are
 off or missing (no compiler at install time, another CPU), :data:`ENABLED` is False and every
 call runs on NumPy's BLAS, with the same results to rounding.
 
@@ -30,18 +31,34 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from types import ModuleType
 
 import numpy as np
 
 from pointwise.kernels.blas import openblas, wanted
 
-__all__ = ["ENABLED", "ISA", "cols", "host_openmp", "on_host_team", "pack_taps", "rows",
-           "share_blas", "taps"]
+__all__ = ["CHOICES", "ENABLED", "ISA", "cols", "host_openmp", "on_host_team", "pack_taps",
+           "rows", "share_blas", "taps"]
+
+#: The values of POINTWISE_NATIVE, and what each asks for.
+CHOICES = {"": "unset: AVX-512 where the CPU has it", "0": "off: NumPy's BLAS",
+           "avx512": "the AVX-512 kernels", "avx2": "the AVX2 kernels"}
+
+
+def _choice() -> str:
+    choice = os.environ.get("POINTWISE_NATIVE", "")
+    if choice not in CHOICES:
+        accepted = "; ".join(f"{k!r} ({v})" for k, v in CHOICES.items())
+        warnings.warn(f"expected POINTWISE_NATIVE to be one of {accepted}, but got {choice!r}; "
+                      "using the default (AVX-512 where the CPU has it)", UserWarning,
+                      stacklevel=2)
+        return ""
+    return choice
 
 
 def _load() -> ModuleType | None:
-    choice = os.environ.get("POINTWISE_NATIVE", "")
+    choice = _choice()
     if choice == "0":
         return None
     try:
