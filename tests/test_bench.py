@@ -115,3 +115,37 @@ def test_peak_memory_counts_numpy_temporaries_only_for_numpy_runtimes() -> None:
     harness.peak_memory([ours, other])
     assert ours.peak_bytes is not None and 2 * 2**20 <= ours.peak_bytes < 3 * 2**20
     assert other.peak_bytes is None
+
+
+def test_quick_burst_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pointwise.bench.suites import burst
+
+    js = tmp_path / "burst.json"
+    rc = bench_cli.main(["bench", "--suite", "burst", "--quick", "--repeats", "2",
+                         "--json", str(js)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    doc = json.loads(js.read_text())
+    rows = doc["rows"]
+    assert not doc["failed"] and {r["mode"] for r in rows} == {"bursts", "interleaved"}
+    assert {r["impl"] for r in rows} == {"pointwise", "numpy matmul", "torch channels_last"}
+    for r in rows:
+        assert r["verified"] and r["rel_err"] <= 1e-4, r
+        g = r["rounds_gflops"]
+        assert len(g) == 2 and all(v > 0 for v in g)
+        ref = max(g) if r["mode"] == "bursts" else r["steady_gflops"]
+        assert r["flagged"] == [i for i, v in enumerate(g) if v < burst.FLAG * ref * (1 - 1e-9)]
+        assert f"{r['impl']:<20}" in printed
+    ours = next(r for r in rows if r["mode"] == "bursts" and r["library"] == "pointwise")
+    assert len(ours["vs_numpy"]) == 2 and len(ours["first_gflops"]) == 2
+    assert "flagged" in printed and "÷ steady" in printed
+
+
+def test_burst_report_marks_every_flagged_round() -> None:
+    from pointwise.bench.suites import burst
+
+    row = {"problem": "p | bursts", "mode": "bursts", "impl": "pointwise", "verified": True,
+           "flops": 1e8, "rounds_gflops": [100.0, 80.0, 95.0], "first_gflops": [50.0] * 3,
+           "best_gflops": 100.0, "flagged": [1], "vs_numpy": [1.5, 1.1, 1.4]}
+    out = burst.text([row])
+    assert "flagged 1/3" in out and " 80!" in out and " 95 " in out and "(min 1.10)" in out

@@ -52,7 +52,8 @@ def run(suite: str = "ops", *, quick: bool = False, threads: int = 2, repeats: i
     env = harness.environment(threads, pinned)
     env["settings"] = st.__dict__
     failed = [f"{x['problem']}: {x['impl']} [{x['layout']}]" for x in rows if not x["verified"]]
-    text = report.header(env, r, missing) + "\n\n" + report.table(rows)
+    table = getattr(module, "text", report.table)  # a suite may have its own report
+    text = report.header(env, r, missing) + "\n\n" + table(rows)
     if hasattr(module, "headline"):  # suites with onnxruntime: the fastest engine per problem
         text += "\n\n" + module.headline(rows)
     return {"suite": suite, "environment": env, "roofs": r, "missing": missing, "rows": rows,

@@ -29,7 +29,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", choices=tuple(SUITES), default="ops",
                    help="ops: the 1x1 shapes (forward, fused, backward); kxk: ResNet-50's 3x3 "
                    "layers and stem (bias + ReLU); models: ResNet-18/50/101, MobileNetV2, "
-                   "GoogLeNet at batch 8 and 1, 224x224, against onnxruntime (default ops)")
+                   "GoogLeNet at batch 8 and 1, 224x224, against onnxruntime; burst: per-round "
+                   "speed of bursts after idle and of calls interleaved with NumPy and torch "
+                   "(default ops)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 3 shapes (models: MobileNetV2 at 96x96), 2 rounds, "
                    "small roofs")
@@ -37,7 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="threads for every library, pinned and recorded (default: torch's, "
                    f"OMP_NUM_THREADS or every core: {default_threads()} here)")
     p.add_argument("--repeats", type=positive, metavar="R",
-                   help="interleaved rounds (default: ops 15, models 5, quick 2)")
+                   help="interleaved rounds (default: ops 15, models 5, burst 16, quick 2)")
     p.add_argument("--shapes", metavar="S[,S...]",
                    help="ops, kxk: run the shapes whose name contains one of these substrings")
     p.add_argument("--models", metavar="M[,M...]",

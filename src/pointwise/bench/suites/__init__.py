@@ -1,10 +1,11 @@
 """The benchmark suites, by name: each module has ``DEFAULTS`` (rounds, time per round,
-warm-up, tolerance) and ``run(settings, roofs, say, **options) -> rows``.
+warm-up, tolerance) and ``run(settings, roofs, say, **options) -> rows``, and may have
+``text(rows) -> str``, its own report (else the common table).
 
 A new suite is a module here and a line in :data:`SUITES`.
 """
 
-from pointwise.bench.suites import kxk, models, ops
+from pointwise.bench.suites import burst, kxk, models, ops
 from pointwise.bench.suites.common import Settings
 from pointwise.bench.suites.models import MODELS
 from pointwise.bench.suites.ops import SHAPES, Shape
@@ -12,4 +13,4 @@ from pointwise.bench.suites.ops import SHAPES, Shape
 __all__ = ["MODELS", "SHAPES", "SUITES", "Settings", "Shape"]
 
 #: suite name -> its module
-SUITES = {"ops": ops, "kxk": kxk, "models": models}
+SUITES = {"ops": ops, "kxk": kxk, "models": models, "burst": burst}
