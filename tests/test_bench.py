@@ -138,6 +138,7 @@ def test_quick_burst_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert f"{r['impl']:<20}" in printed
     ours = next(r for r in rows if r["mode"] == "bursts" and r["library"] == "pointwise")
     assert len(ours["vs_numpy"]) == 2 and len(ours["first_gflops"]) == 2
+    assert len(ours["waited_ms"]) == 2 and min(ours["waited_ms"]) >= 0
     assert "flagged" in printed and "÷ steady" in printed
 
 
@@ -146,6 +147,9 @@ def test_burst_report_marks_every_flagged_round() -> None:
 
     row = {"problem": "p | bursts", "mode": "bursts", "impl": "pointwise", "verified": True,
            "flops": 1e8, "rounds_gflops": [100.0, 80.0, 95.0], "first_gflops": [50.0] * 3,
-           "best_gflops": 100.0, "flagged": [1], "vs_numpy": [1.5, 1.1, 1.4]}
+           "best_gflops": 100.0, "flagged": [1], "vs_numpy": [1.5, 1.1, 1.4],
+           "waited_ms": [0.0, 12.5, 0.0]}
     out = burst.text([row])
     assert "flagged 1/3" in out and " 80!" in out and " 95 " in out and "(min 1.10)" in out
+    assert "waited for a CPU" in out and "12.5" in out
+    assert "waited for a CPU" not in burst.text([{**row, "waited_ms": [0.0, 0.2, 0.0]}])

@@ -16,8 +16,9 @@ torch's channels_last conv2d + ReLU when torch imports):
   implementation alone, measured after ``IDLE_S`` of idle. A round below ``FLAG`` of the
   steady state is flagged.
 
-Every output is verified against a float64 reference before anything is timed. Rounds
-where the machine itself was slow show in the peers' rounds too: compare the columns.
+Every output is verified against a float64 reference before anything is timed. A burst
+during which the calling thread waited for a CPU (another process had it) shows that wait;
+rounds where the machine itself was slow show in the peers' rounds too: compare the columns.
 """
 
 from __future__ import annotations
@@ -90,14 +91,28 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def _bursts(impls: list[h.Impl], rounds: int, idle_s: float) -> dict[str, list[list[float]]]:
-    """Per implementation, per round: the CALLS call times of a burst after idle_s."""
+def _waited() -> float:
+    """Seconds the calling thread has spent runnable but waiting for a CPU (Linux), or 0."""
+    try:
+        with open("/proc/thread-self/schedstat") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _bursts(impls: list[h.Impl], rounds: int,
+            idle_s: float) -> tuple[dict[str, list[list[float]]], dict[str, list[float]]]:
+    """Per implementation, per round: the CALLS call times of a burst after idle_s, and the
+    time the calling thread waited for a CPU meanwhile (another process had it)."""
     out: dict[str, list[list[float]]] = {im.name: [] for im in impls}
+    waits: dict[str, list[float]] = {im.name: [] for im in impls}
     for r in range(rounds):
         for im in impls if r % 2 == 0 else impls[::-1]:
             time.sleep(idle_s)
+            w0 = _waited()
             out[im.name].append([_timed(im.fn) for _ in range(CALLS)])
-    return out
+            waits[im.name].append(_waited() - w0)
+    return out, waits
 
 
 def _steady(im: h.Impl, idle_s: float, warm_s: float) -> float:
@@ -142,7 +157,7 @@ def run(st: Settings, roofs: dict[str, Any], say: Callable[[str], None], *,
         flops = sh.cost(bias=True).flops
         base = {"suite": "burst", "shape": sh.name, "flops": flops}
         say(f"{sh.name}: bursts after {idle_s:g} s idle")
-        bursts = _bursts(live, st.repeats, idle_s)
+        bursts, waits = _bursts(live, st.repeats, idle_s)
         say(f"{sh.name}: interleaved, no pauses")
         steady = {im.name: _steady(im, idle_s, st.warm_s) for im in live}
         mixed = _interleaved(live, st.repeats)
@@ -161,7 +176,7 @@ def run(st: Settings, roofs: dict[str, Any], say: Callable[[str], None], *,
             burst = {**row, "mode": "bursts", "problem": f"{sh.name} | bursts", "idle_s": idle_s,
                      "rounds_gflops": g, "first_gflops": [flops / ts[0] / 1e9
                                                           for ts in bursts[im.name]],
-                     "best_gflops": best,
+                     "best_gflops": best, "waited_ms": [1e3 * v for v in waits[im.name]],
                      "flagged": [i for i, v in enumerate(g) if v < FLAG * best]}
             if numpy_rounds and im.library == "pointwise":
                 burst["vs_numpy"] = [n / statistics.median(ts) for n, ts
@@ -203,6 +218,9 @@ def text(rows: list[dict[str, Any]]) -> str:
         if r["mode"] == "bursts":
             out.append(f"{name} best {r['best_gflops']:5.0f}  flagged {k}/{n}  rounds: "
                        + _round_cells(r["rounds_gflops"], r["flagged"], "4.0f"))
+            if any(v >= 1 for v in r.get("waited_ms", [])):
+                out.append(f"  {'':<20} waited for a CPU (ms; another process had it): "
+                           + _round_cells(r["waited_ms"], [], "4.1f"))
             firsts = r["first_gflops"]
             out.append(f"  {'':<20} first call of each burst: median "
                        f"{statistics.median(firsts):.0f}, min {min(firsts):.0f}")
