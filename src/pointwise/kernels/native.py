@@ -167,7 +167,8 @@ def taps(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None, act:
         return False
     kh, kw = geometry[0], geometry[1]
     n = team if team > 0 else threads(y.size * kh * kw * x.shape[-1])
-    return _kernel.taps(n, x, w, y, b, code, residual, geometry, packed, team > 0)
+    return _kernel.taps(n, x, w, y, b, code, residual, geometry, packed,
+                        team > 0 or (n > 1 and on_host_team()))
 
 
 def pack_taps(w: np.ndarray) -> np.ndarray | None:
