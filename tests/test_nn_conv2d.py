@@ -192,3 +192,50 @@ def test_large_1x1_convs_run_on_the_taps_kernels_with_a_packed_weight(monkeypatc
     with torch.inference_mode():
         small(torch.randn(2, 64, 32, 32).contiguous(memory_format=CL))
     assert seen == [True, True]
+
+
+# ------------------------------------------------------------------- depthwise 3×3 convs
+def dw_calls(monkeypatch):
+    seen = []
+    real = _native.depthwise
+    monkeypatch.setattr(_native, "depthwise", lambda *a, **k: seen.append(a[-1]) or
+                        real(*a, **k))
+    return seen
+
+
+@needs_kernels
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("act, residual", [(None, False), ("relu6", False), ("relu", True),
+                                           ("silu", False)])
+def test_depthwise_inference_runs_on_the_depthwise_kernel(monkeypatch, stride, act, residual):
+    seen = dw_calls(monkeypatch)
+    torch.manual_seed(4)
+    m = Conv2d(40, 40, 3, stride=stride, padding=1, groups=40, activation=act).eval()
+    x = torch.randn(3, 40, 15, 15).contiguous(memory_format=CL)
+    ho = (15 - 1) // stride + 1
+    r = torch.randn(3, 40, ho, ho).contiguous(memory_format=CL) if residual else None
+    with torch.inference_mode():
+        y = m(x, residual=r)
+    assert seen == [stride]
+    assert y.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(y.double(), reference(m, x, r, act), rtol=1e-5, atol=1e-5)
+
+
+def test_convert_runs_mobilenets_depthwise_convs_on_the_kernel(monkeypatch):
+    for name, n_dw in (("mobilenet_v1", 13), ("mobilenet_v2", 17)):
+        model = randomize_bn(pm.create(name, num_classes=10).eval())
+        fast, report = convert(model)
+        assert len(report.kxk) == n_dw + 1  # the stem too
+        dws = [m for m in fast.modules() if isinstance(m, Conv2d) and m.groups > 1]
+        assert len(dws) == n_dw and all(m.activation is not None for m in dws)
+        seen = dw_calls(monkeypatch)
+        x = torch.randn(2, 3, 64, 64).contiguous(memory_format=CL)
+        with torch.inference_mode():
+            ref = copy.deepcopy(model).double()(x.double())
+            y = fast.to(memory_format=CL)(x)
+        assert len(seen) == (n_dw if _native.ENABLED else 0)
+        assert float((y.double() - ref).abs().max()) <= 1e-4 * float(ref.abs().max())
+        back = to_conv2d(convert(model, fold_batchnorm=False, fuse_activation=False)[0])
+        assert not any(isinstance(m, Conv2d) for m in back.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(back(x), model(x))

@@ -278,7 +278,10 @@ def test_an_activation_runs_in_place_only_where_nothing_else_reads_the_conv():
     assert report.inplace == [] and not new.act.inplace
     assert_same_eval_outputs(model, new)
     model = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8, padding=1), bn(8), nn.ReLU6()).eval()
-    new, report = convert(model)  # a depthwise conv, as in MobileNetV2
+    new, report = convert(model, kxk=False)  # a depthwise conv left to torch
     assert report.folded == [("0", "1")] and report.inplace == [("0", "2")]
     assert_same_eval_outputs(model, new, fmt=torch.channels_last)
     assert "in place  2 after 0" in str(report)
+    new, report = convert(model)  # on the depthwise kernel, the activation fused
+    assert report.kxk == ["0"] and report.inplace == [] and new[0].activation == "relu6"
+    assert_same_eval_outputs(model, new, fmt=torch.channels_last)

@@ -16,7 +16,10 @@ How it is computed:
   taps with the output tile in registers, reading each tap's input pixels in place (a row of
   zeros where a tap falls in the padding), so there is no im2col buffer and no padded copy;
   bias, ReLU/ReLU6 and the residual are applied to each tile before it is stored;
-* everything else (other dtypes, channels-first layouts, groups, depthwise) runs on NumPy,
+* a float32 channels-last depthwise 3×3 (groups = C = F, padding 1, stride 1 or 2) runs on
+  the depthwise kernel (:func:`pointwise.kernels.native.depthwise`), channel by channel with
+  the bias and activation fused;
+* everything else (other dtypes, channels-first layouts, other groups) runs on NumPy,
   tap by tap: each tap's product is a GEMM on the strided view of the input pixels it
   reads, added into the output pixels that see them. Integers are exact; floats accumulate
   in their dtype (half types in float32), so float64 matches a float64 reference to rounding.
@@ -164,9 +167,14 @@ def _epilogue(p: Problem2d, y4: np.ndarray) -> None:
 
 # ------------------------------------------------------------------- the compiled kernels
 def _compiled(p: Problem2d, y4: np.ndarray) -> bool:
-    """Float32 channels-last with one group on the taps kernels; False when they can't."""
-    if not (native.ENABLED and p.channels_last and p.groups == 1 and p.dtype == np.float32
+    """Float32 channels-last with one group on the taps kernels, or a depthwise 3×3 on the
+    depthwise kernel; False when they can't."""
+    if not (native.ENABLED and p.channels_last and p.dtype == np.float32
             and p.n and p.c and p.f):
+        return False
+    if is_depthwise3x3(p):
+        return _depthwise(p, y4)
+    if p.groups != 1:
         return False
     f32 = np.float32
     x = p.x if p.x.dtype == f32 and p.x.strides[3] == 4 else np.ascontiguousarray(p.x, f32)
@@ -189,6 +197,32 @@ def _compiled(p: Problem2d, y4: np.ndarray) -> bool:
         activations.apply_(target, p.activation)
     if target is not y2:
         y4[...] = target.reshape(y4.shape)  # (M, F) -> (N, Ho, Wo, F)
+    return True
+
+
+def is_depthwise3x3(p: Problem2d) -> bool:
+    """Whether the call is the depthwise kernel's: 3×3, one filter per channel, padding 1
+    on every side, dilation 1, the same stride 1 or 2 on both axes."""
+    return (p.groups == p.c == p.f and p.kernel == (3, 3) and p.pad == (1, 1, 1, 1)
+            and p.dilation == (1, 1) and p.stride in ((1, 1), (2, 2)))
+
+
+def _depthwise(p: Problem2d, y4: np.ndarray) -> bool:
+    """The depthwise 3×3 kernel, then the residual (and the activation after it) if any."""
+    f32 = np.float32
+    x = p.x if p.x.dtype == f32 and p.x.strides[3] == 4 else np.ascontiguousarray(p.x, f32)
+    w = np.ascontiguousarray(p.w[:, :, 0, :], f32)  # (3, 3, 1, C) -> (3, 3, C)
+    b = None if p.bias is None else np.ascontiguousarray(p.bias, f32)
+    m = p.n * p.out_hw[0] * p.out_hw[1]
+    y2 = view_as(y4, (m, p.f))  # (M, C), the output rows in place when they can be
+    target = y2 if y2 is not None and y2.strides[1] == 4 else np.empty((m, p.f), f32)
+    fused = p.residual is None and p.activation in native.ACTIVATIONS
+    if not native.depthwise(x, w, target, b, p.activation if fused else None, p.stride[0]):
+        return False
+    if target is not y2:
+        y4[...] = target.reshape(y4.shape)  # (M, C) -> (N, Ho, Wo, C)
+    if not fused:
+        _epilogue(p, y4)
     return True
 
 

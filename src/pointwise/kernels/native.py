@@ -38,8 +38,8 @@ import numpy as np
 
 from pointwise.kernels.blas import openblas, wanted
 
-__all__ = ["CHOICES", "ENABLED", "ISA", "cols", "host_openmp", "on_host_team", "pack_taps",
-           "rows", "share_blas", "taps"]
+__all__ = ["CHOICES", "ENABLED", "ISA", "cols", "depthwise", "host_openmp", "on_host_team",
+           "pack_taps", "rows", "share_blas", "taps"]
 
 #: The values of POINTWISE_NATIVE, and what each asks for.
 CHOICES = {"": "unset: AVX-512 where the CPU has it", "0": "off: NumPy's BLAS",
@@ -169,6 +169,22 @@ def taps(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None, act:
     n = team if team > 0 else threads(y.size * kh * kw * x.shape[-1])
     return _kernel.taps(n, x, w, y, b, code, residual, geometry, packed,
                         team > 0 or (n > 1 and on_host_team()))
+
+
+def depthwise(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None,
+              act: str | None, stride: int, team: int = 0) -> bool:
+    """The depthwise 3×3 convolution, padding 1, ``y (M, C) = act(Σ_taps shifted x · w[tap]
+    + b)`` channel by channel on the kernels; False if they can't.
+
+    ``x`` is an (N, H, W, C) view with any non-negative strides and unit channel stride,
+    ``w`` the (3, 3, C) weight, contiguous, ``y`` (M, C) with M = N·Ho·Wo, rows evenly
+    spaced; ``stride`` 1 or 2. ``team`` as for :func:`rows`.
+    """
+    code = ACTIVATIONS.get(act, -1)
+    if _kernel is None or code < 0:
+        return False
+    n = team if team > 0 else threads(y.size * 9)
+    return _kernel.depthwise(n, x, w, y, b, code, stride, team > 0 or (n > 1 and on_host_team()))
 
 
 def pack_taps(w: np.ndarray) -> np.ndarray | None:

@@ -1,5 +1,6 @@
 """The compiled taps kernels (:func:`pointwise.kernels.native.taps`) on torch tensors, for
-inference: :class:`pointwise.nn.Conv2d`'s fast path.
+inference: :class:`pointwise.nn.Conv2d`'s fast path; a depthwise 3×3 conv goes to the
+depthwise kernel (:func:`pointwise.kernels.native.depthwise`).
 
 The input's memory is handed to the kernels as a NumPy view, without a copy, as long as its
 channels are contiguous (channels_last tensors; an NCHW-contiguous input goes to torch's
@@ -22,7 +23,7 @@ from pointwise.layout2d import conv2d_output_size
 from pointwise.nn import _native_torch as _nt
 from pointwise.nn import _packed
 
-__all__ = ["forward", "padding"]
+__all__ = ["forward", "is_depthwise3x3", "padding"]
 
 #: inference on the taps kernels from this many multiply-adds (N·Ho·Wo·kh·kw·C·F); below,
 #: the ~10 µs of setup is a sizeable share, and torch's kernels run the conv.
@@ -48,9 +49,11 @@ def forward(conv: Any, x: torch.Tensor, residual: torch.Tensor | None,
     """``act(conv(x) + bias + residual)`` on the kernels for a float32 CPU ``x``
     (N, C, H, W) with contiguous channels; None when they can't take it."""
     if (x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu"
-            or conv.weight.dtype != torch.float32 or conv.groups != 1
-            or conv.padding_mode != "zeros" or not _nt.available()):
+            or conv.weight.dtype != torch.float32 or conv.padding_mode != "zeros"
+            or not _nt.available()):
         return None
+    if conv.groups != 1:
+        return _depthwise(conv, x, residual, activate) if is_depthwise3x3(conv) else None
     xl = x.permute(0, 2, 3, 1)  # (N, H, W, C) view
     n, h, w, c = xl.shape
     if xl.stride(3) != 1 or n * h * w * c == 0:
@@ -92,3 +95,36 @@ def _forward(conv: Any, xl: torch.Tensor, residual: torch.Tensor | None,
     y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
     return _nt._finish(y4, None if fused_res else residual,
                        conv.activation if act != conv.activation else None, activate)
+
+
+def is_depthwise3x3(conv: Any) -> bool:
+    """Whether ``conv`` is the depthwise kernel's: 3×3, one filter per channel, padding 1,
+    dilation 1, stride 1 or 2 on both axes."""
+    c = conv.in_channels
+    return (conv.groups == c == conv.out_channels and c > 1
+            and tuple(conv.kernel_size) == (3, 3) and tuple(conv.padding) == (1, 1)
+            and tuple(conv.dilation) == (1, 1) and tuple(conv.stride) in ((1, 1), (2, 2)))
+
+
+def _depthwise(conv: Any, x: torch.Tensor, residual: torch.Tensor | None,
+               activate: Callable[[torch.Tensor, str | None], torch.Tensor]
+               ) -> torch.Tensor | None:
+    xl = x.permute(0, 2, 3, 1)  # (N, H, W, C) view
+    n, h, w, c = xl.shape
+    if xl.stride(3) != 1 or n * h * w * c == 0:
+        return None
+    s = conv.stride[0]
+    ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
+    try:
+        y = _nt.BUFFERS.empty((n, ho, wo, c))  # (N, Ho, Wo, C)
+        y2 = _nt._view(y).reshape(n * ho * wo, c)  # (M, C) view
+        wt = np.ascontiguousarray(_nt._view(conv.weight[:, 0].permute(1, 2, 0)))  # (3, 3, C)
+        b = None if conv.bias is None else _nt._view(conv.bias)
+        fused = residual is None and conv.activation in _native.ACTIVATIONS
+        if not _native.depthwise(_nt._view(xl), wt, y2, b, conv.activation if fused else None,
+                                 s, team=torch.get_num_threads()):
+            return None
+    except _nt._NoView:  # a tensor without plain memory (vmap's wrappers, say)
+        return None
+    y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, C) -> (N, C, Ho, Wo), channels-last
+    return _nt._finish(y4, residual, None if fused else conv.activation, activate)

@@ -24,10 +24,11 @@ class Conv2d(nn.Conv2d):
 
     For inference (no gradient needed) on float32 CPU tensors whose channels are contiguous
     (``channels_last``), with one group, the conv runs on pointwise's compiled taps kernels
-    (:func:`pointwise.conv2d`'s implicit GEMM), on torch's OpenMP threads, with bias,
+    (:func:`pointwise.conv2d`'s implicit GEMM), or, a depthwise 3×3 with padding 1 and
+    stride 1 or 2, on the depthwise kernel, on torch's OpenMP threads, with bias,
     ReLU/ReLU6 and the residual applied to each output tile; the weight is packed for them
     once per version of the weight. Everything else (autograd, NCHW-contiguous input, other
-    dtypes and devices, groups, tracing and export) runs ``nn.Conv2d``'s own forward, then
+    dtypes and devices, other groups, tracing and export) runs ``nn.Conv2d``'s own forward, then
     the residual and activation.
 
     Args:

@@ -309,6 +309,43 @@ static PyObject *py_taps_packed_size(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* depthwise(threads, x, w, y, bias, act, stride, openmp=False): x (N, H, W, C), w (3, 3, C)
+ * contiguous, y (M, C) with M = N·Ho·Wo, bias (C,) or None; padding 1. */
+static PyObject *py_depthwise(PyObject *self, PyObject *args) {
+    (void)self;
+    int threads, act, stride, openmp = 0, n = 0, ok = 0;
+    PyObject *xo, *wo, *yo, *bo;
+    Py_buffer v[4];
+    if (!PyArg_ParseTuple(args, "iOOOOii|p", &threads, &xo, &wo, &yo, &bo, &act, &stride, &openmp))
+        return NULL;
+    if (!check_options(act, openmp)) return NULL;
+    if (stride != 1 && stride != 2) {
+        PyErr_Format(PyExc_ValueError, "expected stride 1 or 2, but got %d", stride);
+        return NULL;
+    }
+#ifdef PW_X86
+    const isa_t *isa = current;
+    if (isa == NULL || !float_view(xo, &v[n++], 4, 0) || !float_view(wo, &v[n++], 3, 0) ||
+        !float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0))) {
+        release(v, n - 1);
+        Py_RETURN_FALSE;
+    }
+    const idx N = v[0].shape[0], H = v[0].shape[1], W = v[0].shape[2], C = v[0].shape[3];
+    const idx Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
+    const int w_fits = v[1].shape[0] == 3 && v[1].shape[1] == 3 && v[1].shape[2] == C &&
+                       v[1].strides[1] == 4 * C && v[1].strides[0] == 12 * C;
+    if (w_fits && v[2].shape[0] == N * Ho * Wo && v[2].shape[1] == C &&
+        (bo == Py_None || v[3].shape[0] == C) && !overlaps(v, n, 2)) {
+        dw_job j = {isa, N, H, W, C, v[0].strides[0] / 4, v[0].strides[1] / 4,
+                    v[0].strides[2] / 4, stride, Ho, Wo, v[0].buf, v[1].buf,
+                    bo == Py_None ? NULL : v[3].buf, v[2].buf, v[2].strides[0] / 4, act, 0};
+        ok = run_released(pw_dw_part, &j, (long long)N * Ho * Wo * C * 9, threads, &j.failed,
+                          openmp);
+    }
+#endif
+    return answer(v, n, ok);
+}
+
 static PyObject *py_openmp(PyObject *self, PyObject *args) {
     (void)self;
     const char *path;
@@ -362,6 +399,10 @@ static PyMethodDef methods[] = {
      "(taps_packed_size(K, F),), the layout taps(..., packed=True) reads."},
     {"taps_packed_size", py_taps_packed_size, METH_VARARGS,
      "taps_packed_size(K, F) -> int | None: floats of a packed weight, None without kernels."},
+    {"depthwise", py_depthwise, METH_VARARGS,
+     "depthwise(threads, x, w, y, bias, act, stride, openmp=False) -> bool:\n"
+     "the depthwise 3x3 convolution, padding 1, stride 1 or 2: y (M, C) = act(sum over taps\n"
+     "of shifted x (N, H, W, C) * w[tap] + bias), w (3, 3, C), M = N·Ho·Wo."},
     {"openmp", py_openmp, METH_VARARGS,
      "openmp(path) -> bool: bind to the libgomp at path if the process has loaded it (torch\n"
      "does), so that calls with openmp=True run on its threads; False: not loaded, nothing\n"

@@ -23,6 +23,7 @@
  *   tiles.c         per-thread work buffers and the loop of tiles over a block of rows
  *   rows.c, cols.c  the channels-last and channels-first drivers, and their parallel jobs
  *   taps.c          the k x k driver (an implicit GEMM over the taps) and its weight packing
+ *   depthwise.c     the depthwise 3x3 driver, and its row function the fused blocks share
  *   place.c         where helper threads run: each on a CPU of its own, never the caller's
  *   pool.c          the kernels' own spinning thread pool
  *   openblas.c      OpenBLAS's threaded work (NumPy's matmul) run on that pool
@@ -167,6 +168,28 @@ typedef struct {
 } taps_pack_job;
 idx pw_taps_packed_size(const isa_t *isa, idx K, idx F);
 void pw_taps_pack_part(void *arg, int part, int parts);
+
+/* depthwise.c: Y[m, :] = act(sum over the 3x3 taps of X shifted * Wt[tap] + bias), channel
+ * by channel, padding 1, stride s (1 or 2), for the M = N * Ho * Wo output pixels of X
+ * (N, H, W, C), channels unit stride; Wt (3, 3, C) contiguous. */
+typedef struct {
+    const isa_t *isa;
+    idx N, H, W, C, sn, sh, sw;      /* X and its strides, in floats */
+    int s;
+    idx Ho, Wo;
+    const float *X, *Wt, *bias;
+    float *Y;                        /* pixels ldy apart */
+    idx ldy;
+    int act;
+    atomic_int failed;
+} dw_job;
+void pw_dw_part(void *arg, int part, int parts);
+/* One output row of Wo pixels (ldy apart) from three input rows (NULL: padding) of W pixels
+ * sw apart; zero holds C zeros. */
+typedef void (*dw_row_t)(const float *const *rows, idx W, idx sw, idx C, idx Wo, int s,
+                         const float *w, const float *bias, float *y, idx ldy, int act,
+                         const float *zero);
+dw_row_t pw_dw_row(const isa_t *isa);
 
 /* place.c: where a caller's helper threads run (helper k's id in tid[k], k >= 1) */
 typedef struct {
