@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     # how it is fast, and which library computes an array
     "kernels": 1, "backends": 1,
     # the operators
-    "conv": 2, "moments": 2, "reduction": 2, "conv2d": 2,
+    "conv": 2, "moments": 2, "reduction": 2, "conv2d": 2, "blocks": 2,
     # the explainer
     "explain": 3,
     # torch integration, then the model zoo

@@ -9,6 +9,7 @@ The core needs only NumPy; importing :mod:`pointwise` never imports torch.
 
 from pointwise import _moved
 from pointwise._version import __version__
+from pointwise.blocks import depthwise_separable, inverted_residual
 from pointwise.conv import conv1x1, conv1x1_backward
 from pointwise.conv2d import conv2d
 from pointwise.cost import Cost, conv_cost
@@ -33,7 +34,9 @@ __all__ = [
     "conv2d",
     "conv_cost",
     "cost",
+    "depthwise_separable",
     "explain",
     "fit_reduction",
+    "inverted_residual",
     "output_size",
 ]

@@ -38,7 +38,7 @@ import numpy as np
 
 from pointwise.kernels.blas import openblas, wanted
 
-__all__ = ["CHOICES", "ENABLED", "ISA", "cols", "depthwise", "host_openmp", "on_host_team",
+__all__ = ["CHOICES", "ENABLED", "ISA", "block", "cols", "depthwise", "host_openmp", "on_host_team",
            "pack_taps", "rows", "share_blas", "taps"]
 
 #: The values of POINTWISE_NATIVE, and what each asks for.
@@ -185,6 +185,28 @@ def depthwise(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None,
         return False
     n = team if team > 0 else threads(y.size * 9)
     return _kernel.depthwise(n, x, w, y, b, code, stride, team > 0 or (n > 1 and on_host_team()))
+
+
+def block(x: np.ndarray, we: np.ndarray | None, be: np.ndarray | None, wd: np.ndarray,
+          bd: np.ndarray | None, wp: np.ndarray, bp: np.ndarray | None, y: np.ndarray,
+          acts: tuple[str | None, str | None, str | None], stride: int, residual: bool,
+          team: int = 0) -> bool:
+    """A fused block, ``y (M, F) = act_p(act_d(dw3x3(act_e(x @ we + be)) + bd) @ wp + bp
+    [+ x])``, in one pass over bands of rows on the kernels; False if they can't.
+
+    ``x`` (N, H, W, C) with unit channel stride (each image's rows one run of pixels when
+    ``residual``), ``we`` (C, E) or None (no expansion: E = C), ``wd`` (3, 3, E) contiguous,
+    ``wp`` (E, F); ``y`` (M, F) with M = N·Ho·Wo, rows evenly spaced; padding 1, ``stride``
+    1 or 2; ``acts`` the three activations. ``team`` as for :func:`rows`.
+    """
+    codes = tuple(ACTIVATIONS.get(a, -1) for a in acts)
+    if _kernel is None or min(codes) < 0:
+        return False
+    e, f = wd.shape[2], wp.shape[1]
+    macs = y.shape[0] * (e * f + 9 * e) + (0 if we is None else x.size * e)
+    n = team if team > 0 else threads(macs)
+    return _kernel.block(n, x, we, be, wd, bd, wp, bp, y, codes, stride, residual,
+                         team > 0 or (n > 1 and on_host_team()))
 
 
 def pack_taps(w: np.ndarray) -> np.ndarray | None:

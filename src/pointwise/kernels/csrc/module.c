@@ -17,7 +17,7 @@
 static const isa_t *current;
 
 /* Element strides of a float32 buffer with unit stride on its last axis, or 0. */
-static int float_view(PyObject *obj, Py_buffer *v, int ndim, int writable) {
+int pw_float_view(PyObject *obj, Py_buffer *v, int ndim, int writable) {
     if (PyObject_GetBuffer(obj, v, PyBUF_STRIDED_RO | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) != 0) {
         PyErr_Clear();
         return 0;
@@ -43,7 +43,7 @@ static void span(const Py_buffer *v, uintptr_t *lo, uintptr_t *hi) {
 
 /* Whether the output (views[out]) may share memory with any other view: by their bounds, as
  * numpy.may_share_memory does. The kernels write the output while they read the inputs. */
-static int overlaps(const Py_buffer *views, int n, int out) {
+int pw_overlaps(const Py_buffer *views, int n, int out) {
     uintptr_t olo, ohi, lo, hi;
     span(&views[out], &olo, &ohi);
     for (int i = 0; i < n; i++) {
@@ -54,7 +54,7 @@ static int overlaps(const Py_buffer *views, int n, int out) {
     return 0;
 }
 
-static void release(Py_buffer *views, int n) {
+void pw_release(Py_buffer *views, int n) {
     for (int i = 0; i < n; i++) PyBuffer_Release(&views[i]);
 }
 
@@ -63,7 +63,7 @@ static void release(Py_buffer *views, int n) {
 #define PARALLEL_MIN_MACS (1LL << 20)
 
 /* An act code the kernels know, and a bound libgomp if the call asks to run on it. */
-static int check_options(int act, int openmp) {
+int pw_check_options(int act, int openmp) {
 #ifdef PW_X86
     const int bound = pw_openmp_bound();
 #else
@@ -92,13 +92,13 @@ static int parse(PyObject *args, int *threads, PyObject **a, PyObject **b, PyObj
     } else if (!PyArg_ParseTuple(args, "iOOOOi|p", threads, a, b, y, bias, act, openmp)) {
         return 0;
     }
-    return check_options(*act, *openmp);
+    return pw_check_options(*act, *openmp);
 }
 
 #ifdef PW_X86
 /* Run a job's parts with the GIL released, on the pool when it has at least
  * PARALLEL_MIN_MACS multiply-adds. 1 when done, -1 when a part ran out of memory. */
-static int run_released(part_fn fn, void *job, long long macs, int threads, atomic_int *failed,
+int pw_run_released(part_fn fn, void *job, long long macs, int threads, atomic_int *failed,
                         int openmp) {
     const int parts = macs >= PARALLEL_MIN_MACS ? threads : 1;
     Py_BEGIN_ALLOW_THREADS
@@ -112,11 +112,13 @@ static int run_released(part_fn fn, void *job, long long macs, int threads, atom
 #endif
 
 /* Release the n views and answer: True (done), False (declined) or MemoryError. */
-static PyObject *answer(Py_buffer *views, int n, int ok) {
-    release(views, n);
+PyObject *pw_answer(Py_buffer *views, int n, int ok) {
+    pw_release(views, n);
     if (ok < 0) return PyErr_NoMemory();
     return PyBool_FromLong(ok);
 }
+
+const isa_t *pw_current(void) { return current; }
 
 static PyObject *py_isa(PyObject *self, PyObject *args) {
     (void)self; (void)args;
@@ -147,10 +149,10 @@ static PyObject *py_rows(PyObject *self, PyObject *args) {
     if (!parse(args, &threads, &xo, &wo, &yo, &bo, &act, &ro, &openmp)) return NULL;
 #ifdef PW_X86
     const isa_t *isa = current;
-    if (isa == NULL || !float_view(xo, &v[n++], -1, 0) || !float_view(wo, &v[n++], 2, 0) ||
-        !float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0)) ||
-        (ro != Py_None && !float_view(ro, &v[n++], 2, 0))) {
-        release(v, n - 1);
+    if (isa == NULL || !pw_float_view(xo, &v[n++], -1, 0) || !pw_float_view(wo, &v[n++], 2, 0) ||
+        !pw_float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !pw_float_view(bo, &v[n++], 1, 0)) ||
+        (ro != Py_None && !pw_float_view(ro, &v[n++], 2, 0))) {
+        pw_release(v, n - 1);
         Py_RETURN_FALSE;
     }
     const Py_buffer *rv = ro == Py_None ? NULL : &v[n - 1];
@@ -163,15 +165,15 @@ static PyObject *py_rows(PyObject *self, PyObject *args) {
                         v[0].strides[2] / 4};
     if (v[1].shape[0] == K && v[2].shape[0] == M && v[2].shape[1] == N &&
         (bo == Py_None || v[3].shape[0] == N) &&
-        (rv == NULL || (rv->shape[0] == M && rv->shape[1] == N)) && !overlaps(v, n, 2)) {
+        (rv == NULL || (rv->shape[0] == M && rv->shape[1] == N)) && !pw_overlaps(v, n, 2)) {
         rows_job j = {isa, M, K, N, grid_x ? 0 : v[0].strides[0] / 4, v[1].strides[0] / 4,
                       v[2].strides[0] / 4, v[0].buf, v[1].buf,
                       bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0,
                       grid_x ? &grid : NULL, rv ? rv->buf : NULL, rv ? rv->strides[0] / 4 : 0};
-        ok = run_released(pw_rows_part, &j, (long long)M * K * N, threads, &j.failed, openmp);
+        ok = pw_run_released(pw_rows_part, &j, (long long)M * K * N, threads, &j.failed, openmp);
     }
 #endif
-    return answer(v, n, ok);
+    return pw_answer(v, n, ok);
 }
 
 static PyObject *py_cols(PyObject *self, PyObject *args) {
@@ -182,22 +184,22 @@ static PyObject *py_cols(PyObject *self, PyObject *args) {
     if (!parse(args, &threads, &wo, &xo, &yo, &bo, &act, NULL, &openmp)) return NULL;
 #ifdef PW_X86
     const isa_t *isa = current;
-    if (isa == NULL || !float_view(wo, &v[n++], 2, 0) || !float_view(xo, &v[n++], 3, 0) ||
-        !float_view(yo, &v[n++], 3, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0))) {
-        release(v, n - 1);
+    if (isa == NULL || !pw_float_view(wo, &v[n++], 2, 0) || !pw_float_view(xo, &v[n++], 3, 0) ||
+        !pw_float_view(yo, &v[n++], 3, 1) || (bo != Py_None && !pw_float_view(bo, &v[n++], 1, 0))) {
+        pw_release(v, n - 1);
         Py_RETURN_FALSE;
     }
     const idx F = v[0].shape[0], K = v[0].shape[1];
     const idx N = v[1].shape[0], P = v[1].shape[2];
     if (v[1].shape[1] == K && v[2].shape[0] == N && v[2].shape[1] == F && v[2].shape[2] == P &&
-        (bo == Py_None || v[3].shape[0] == F) && !overlaps(v, n, 2)) {
+        (bo == Py_None || v[3].shape[0] == F) && !pw_overlaps(v, n, 2)) {
         cols_job j = {isa, N, P, K, F, v[0].strides[0] / 4, v[1].strides[0] / 4, v[1].strides[1] / 4,
                       v[2].strides[0] / 4, v[2].strides[1] / 4, v[0].buf, v[1].buf,
                       bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0};
-        ok = run_released(pw_cols_part, &j, (long long)N * P * K * F, threads, &j.failed, openmp);
+        ok = pw_run_released(pw_cols_part, &j, (long long)N * P * K * F, threads, &j.failed, openmp);
     }
 #endif
-    return answer(v, n, ok);
+    return pw_answer(v, n, ok);
 }
 
 /* A packed weight of the calling thread, made for one taps() call, stays between calls up
@@ -207,7 +209,7 @@ static PyObject *py_cols(PyObject *self, PyObject *args) {
 #ifdef PW_X86
 /* A C-contiguous (KH, KW, C, F) float32 view. */
 static int hwio_view(PyObject *obj, Py_buffer *v) {
-    if (!float_view(obj, v, 4, 0)) return 0;
+    if (!pw_float_view(obj, v, 4, 0)) return 0;
     const int ok = v->strides[2] == 4 * v->shape[3] && v->strides[1] == v->strides[2] * v->shape[2] &&
                    v->strides[0] == v->strides[1] * v->shape[1];
     if (!ok) PyBuffer_Release(v);
@@ -228,7 +230,7 @@ static PyObject *py_taps(PyObject *self, PyObject *args) {
                           &g[0], &g[1], &g[2], &g[3], &g[4], &g[5], &g[6], &g[7], &g[8], &g[9],
                           &packed, &openmp))
         return NULL;
-    if (!check_options(act, openmp)) return NULL;
+    if (!pw_check_options(act, openmp)) return NULL;
     for (int i = 0; i < 10; i++)
         if (g[i] < (i == 4 || i == 5 ? 0 : 1)) {
             PyErr_Format(PyExc_ValueError, "expected kernel, stride, dilation and output sizes "
@@ -237,11 +239,11 @@ static PyObject *py_taps(PyObject *self, PyObject *args) {
         }
 #ifdef PW_X86
     const isa_t *isa = current;
-    if (isa == NULL || !float_view(xo, &v[n++], 4, 0) ||
-        !(packed ? float_view(wo, &v[n++], 1, 0) : hwio_view(wo, &v[n++])) ||
-        !float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0)) ||
-        (ro != Py_None && !float_view(ro, &v[n++], 2, 0))) {
-        release(v, n - 1);
+    if (isa == NULL || !pw_float_view(xo, &v[n++], 4, 0) ||
+        !(packed ? pw_float_view(wo, &v[n++], 1, 0) : hwio_view(wo, &v[n++])) ||
+        !pw_float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !pw_float_view(bo, &v[n++], 1, 0)) ||
+        (ro != Py_None && !pw_float_view(ro, &v[n++], 2, 0))) {
+        pw_release(v, n - 1);
         Py_RETURN_FALSE;
     }
     const Py_buffer *rv = ro == Py_None ? NULL : &v[n - 1];
@@ -252,7 +254,7 @@ static PyObject *py_taps(PyObject *self, PyObject *args) {
                               : v[1].shape[0] == g[0] && v[1].shape[1] == g[1] &&
                                     v[1].shape[2] == C && v[1].shape[3] == F;
     if (w_fits && M == N * g[8] * g[9] && (bo == Py_None || v[3].shape[0] == F) &&
-        (rv == NULL || (rv->shape[0] == M && rv->shape[1] == F)) && !overlaps(v, n, 2)) {
+        (rv == NULL || (rv->shape[0] == M && rv->shape[1] == F)) && !pw_overlaps(v, n, 2)) {
         taps_job j = {isa, N, H, W, C, v[0].strides[0] / 4, v[0].strides[1] / 4,
                       v[0].strides[2] / 4, g[0], g[1], F, g[2], g[3], g[4], g[5], g[6], g[7],
                       g[8], g[9], v[0].buf, v[1].buf, bo == Py_None ? NULL : v[3].buf,
@@ -262,16 +264,16 @@ static PyObject *py_taps(PyObject *self, PyObject *args) {
         if (!packed) {  /* pack the weights for this call, in parallel, then compute */
             float *buf = pw_scratch(3, (size_t)size);
             taps_pack_job p = {isa, v[1].buf, K, F, F, buf};
-            ok = buf == NULL ? -1 : run_released(pw_taps_pack_part, &p, (long long)K * F, threads,
+            ok = buf == NULL ? -1 : pw_run_released(pw_taps_pack_part, &p, (long long)K * F, threads,
                                                 &j.failed, openmp);
             j.Wp = buf;
         }
         if (ok > 0)
-            ok = run_released(pw_taps_part, &j, (long long)M * K * F, threads, &j.failed, openmp);
+            ok = pw_run_released(pw_taps_part, &j, (long long)M * K * F, threads, &j.failed, openmp);
         if (!packed && (size_t)size * sizeof(float) > KEEP_PACKED_BYTES) pw_scratch_drop(3);
     }
 #endif
-    return answer(v, n, ok);
+    return pw_answer(v, n, ok);
 }
 
 /* taps_pack(w, out) -> bool: w (K, F) rows of HWIO weights, out (taps_packed_size(K, F),) */
@@ -283,12 +285,12 @@ static PyObject *py_taps_pack(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO", &wo, &oo)) return NULL;
 #ifdef PW_X86
     const isa_t *isa = current;
-    if (isa == NULL || !float_view(wo, &v[n++], 2, 0) || !float_view(oo, &v[n++], 1, 1)) {
-        release(v, n - 1);
+    if (isa == NULL || !pw_float_view(wo, &v[n++], 2, 0) || !pw_float_view(oo, &v[n++], 1, 1)) {
+        pw_release(v, n - 1);
         Py_RETURN_FALSE;
     }
     const idx K = v[0].shape[0], F = v[0].shape[1];
-    if (v[1].shape[0] == pw_taps_packed_size(isa, K, F) && !overlaps(v, n, 1)) {
+    if (v[1].shape[0] == pw_taps_packed_size(isa, K, F) && !pw_overlaps(v, n, 1)) {
         taps_pack_job p = {isa, v[0].buf, K, F, v[0].strides[0] / 4, v[1].buf};
         Py_BEGIN_ALLOW_THREADS
         pw_taps_pack_part(&p, 0, 1);
@@ -296,7 +298,7 @@ static PyObject *py_taps_pack(PyObject *self, PyObject *args) {
         ok = 1;
     }
 #endif
-    return answer(v, n, ok);
+    return pw_answer(v, n, ok);
 }
 
 static PyObject *py_taps_packed_size(PyObject *self, PyObject *args) {
@@ -318,16 +320,16 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
     Py_buffer v[4];
     if (!PyArg_ParseTuple(args, "iOOOOii|p", &threads, &xo, &wo, &yo, &bo, &act, &stride, &openmp))
         return NULL;
-    if (!check_options(act, openmp)) return NULL;
+    if (!pw_check_options(act, openmp)) return NULL;
     if (stride != 1 && stride != 2) {
         PyErr_Format(PyExc_ValueError, "expected stride 1 or 2, but got %d", stride);
         return NULL;
     }
 #ifdef PW_X86
     const isa_t *isa = current;
-    if (isa == NULL || !float_view(xo, &v[n++], 4, 0) || !float_view(wo, &v[n++], 3, 0) ||
-        !float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !float_view(bo, &v[n++], 1, 0))) {
-        release(v, n - 1);
+    if (isa == NULL || !pw_float_view(xo, &v[n++], 4, 0) || !pw_float_view(wo, &v[n++], 3, 0) ||
+        !pw_float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !pw_float_view(bo, &v[n++], 1, 0))) {
+        pw_release(v, n - 1);
         Py_RETURN_FALSE;
     }
     const idx N = v[0].shape[0], H = v[0].shape[1], W = v[0].shape[2], C = v[0].shape[3];
@@ -335,15 +337,15 @@ static PyObject *py_depthwise(PyObject *self, PyObject *args) {
     const int w_fits = v[1].shape[0] == 3 && v[1].shape[1] == 3 && v[1].shape[2] == C &&
                        v[1].strides[1] == 4 * C && v[1].strides[0] == 12 * C;
     if (w_fits && v[2].shape[0] == N * Ho * Wo && v[2].shape[1] == C &&
-        (bo == Py_None || v[3].shape[0] == C) && !overlaps(v, n, 2)) {
+        (bo == Py_None || v[3].shape[0] == C) && !pw_overlaps(v, n, 2)) {
         dw_job j = {isa, N, H, W, C, v[0].strides[0] / 4, v[0].strides[1] / 4,
                     v[0].strides[2] / 4, stride, Ho, Wo, v[0].buf, v[1].buf,
                     bo == Py_None ? NULL : v[3].buf, v[2].buf, v[2].strides[0] / 4, act, 0};
-        ok = run_released(pw_dw_part, &j, (long long)N * Ho * Wo * C * 9, threads, &j.failed,
+        ok = pw_run_released(pw_dw_part, &j, (long long)N * Ho * Wo * C * 9, threads, &j.failed,
                           openmp);
     }
 #endif
-    return answer(v, n, ok);
+    return pw_answer(v, n, ok);
 }
 
 static PyObject *py_openmp(PyObject *self, PyObject *args) {
@@ -403,6 +405,11 @@ static PyMethodDef methods[] = {
      "depthwise(threads, x, w, y, bias, act, stride, openmp=False) -> bool:\n"
      "the depthwise 3x3 convolution, padding 1, stride 1 or 2: y (M, C) = act(sum over taps\n"
      "of shifted x (N, H, W, C) * w[tap] + bias), w (3, 3, C), M = N·Ho·Wo."},
+    {"block", pw_py_block, METH_VARARGS,
+     "block(threads, x, we, be, wd, bd, wp, bp, y, acts, stride, residual, openmp=False)\n"
+     "-> bool: y (M, F) = act_p(act_d(dw3x3(act_e(x @ we + be)) + bd) @ wp + bp [+ x]),\n"
+     "x (N, H, W, C), we (C, E) or None, wd (3, 3, E), wp (E, F), acts = (act_e, act_d,\n"
+     "act_p), padding 1, stride 1 or 2; M = N·Ho·Wo."},
     {"openmp", py_openmp, METH_VARARGS,
      "openmp(path) -> bool: bind to the libgomp at path if the process has loaded it (torch\n"
      "does), so that calls with openmp=True run on its threads; False: not loaded, nothing\n"

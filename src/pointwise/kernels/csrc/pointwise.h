@@ -24,11 +24,13 @@
  *   rows.c, cols.c  the channels-last and channels-first drivers, and their parallel jobs
  *   taps.c          the k x k driver (an implicit GEMM over the taps) and its weight packing
  *   depthwise.c     the depthwise 3x3 driver, and its row function the fused blocks share
+ *   blocks.c        the fused blocks: expand 1x1, depthwise 3x3, project 1x1 by bands of rows
  *   place.c         where helper threads run: each on a CPU of its own, never the caller's
  *   pool.c          the kernels' own spinning thread pool
  *   openblas.c      OpenBLAS's threaded work (NumPy's matmul) run on that pool
  *   openmp.c        running a job on the host's (torch's) OpenMP team instead
  *   module.c        the Python interface: argument checks, buffers, the GIL
+ *   module_blocks.c ... its entry for the fused blocks
  *
  * Everything but module.c is compiled for x86-64 with GCC or clang only (PW_X86); elsewhere
  * the module loads, reports no instruction set, and declines every call.
@@ -96,7 +98,7 @@ const shape_t *pw_rows_shape(const isa_t *isa, idx N);
 const tshape_t *pw_taps_shape(const isa_t *isa, idx F);
 
 /* tiles.c: per-thread buffers, slots 0 .. SCRATCH_SLOTS - 1, kept between calls */
-enum { SCRATCH_SLOTS = 4 };
+enum { SCRATCH_SLOTS = 6 };
 float *pw_scratch(int which, size_t floats);
 void pw_scratch_drop(int which);
 void pw_tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx kc, const float *A, idx lda,
@@ -191,6 +193,25 @@ typedef void (*dw_row_t)(const float *const *rows, idx W, idx sw, idx C, idx Wo,
                          const float *zero);
 dw_row_t pw_dw_row(const isa_t *isa);
 
+/* blocks.c: Y = act_p(act_d(dw3x3_s(act_e(X @ We + be)) + bd) @ Wp + bp [+ X]) for the
+ * M = N * Ho * Wo output pixels of X (N, H, W, C), channels unit stride; We (C x E) and Wp
+ * (E x F) packed as pw_taps_pack_part packs them, We NULL: no expansion (E = C); Wd
+ * (3, 3, E) contiguous. The residual needs s = 1, C = F and each image's rows one run of
+ * pixels (sh = W * sw). */
+typedef struct {
+    const isa_t *isa;
+    idx N, H, W, C, sn, sh, sw;      /* X and its strides, in floats */
+    idx E, F;
+    int s;
+    idx Ho, Wo;
+    const float *X, *We, *be, *Wd, *bd, *Wp, *bp;
+    int act_e, act_d, act_p, residual;
+    float *Y;                        /* output pixels ldy apart */
+    idx ldy;
+    atomic_int failed;
+} block_job;
+void pw_block_part(void *arg, int part, int parts);
+
 /* place.c: where a caller's helper threads run (helper k's id in tid[k], k >= 1) */
 typedef struct {
     atomic_int tid[MAX_THREADS];
@@ -228,6 +249,20 @@ void pw_run_parts_openmp_all(part_fn fn, void *arg, int parts);
 #else
 typedef struct isa_t { const char *name; } isa_t;
 #endif
+
+/* module.c: what its entry points share with module_blocks.c */
+int pw_float_view(PyObject *obj, Py_buffer *v, int ndim, int writable);
+int pw_overlaps(const Py_buffer *views, int n, int out);
+void pw_release(Py_buffer *views, int n);
+PyObject *pw_answer(Py_buffer *views, int n, int ok);
+int pw_check_options(int act, int openmp);
+const isa_t *pw_current(void);
+#ifdef PW_X86
+int pw_run_released(part_fn fn, void *job, long long macs, int threads, atomic_int *failed,
+                    int openmp);
+#endif
+/* module_blocks.c */
+PyObject *pw_py_block(PyObject *self, PyObject *args);
 
 /* microkernels.c (a stub that answers NULL off x86-64): the instruction set a name asks for,
  * "avx512" or "avx2", if this CPU runs it. */
