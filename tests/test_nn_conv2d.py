@@ -224,7 +224,7 @@ def test_depthwise_inference_runs_on_the_depthwise_kernel(monkeypatch, stride, a
 def test_convert_runs_mobilenets_depthwise_convs_on_the_kernel(monkeypatch):
     for name, n_dw in (("mobilenet_v1", 13), ("mobilenet_v2", 17)):
         model = randomize_bn(pm.create(name, num_classes=10).eval())
-        fast, report = convert(model)
+        fast, report = convert(model, blocks=False)  # the blocks' fused kernel: test_nn_blocks
         assert len(report.kxk) == n_dw + 1  # the stem too
         dws = [m for m in fast.modules() if isinstance(m, Conv2d) and m.groups > 1]
         assert len(dws) == n_dw and all(m.activation is not None for m in dws)

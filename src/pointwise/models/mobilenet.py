@@ -23,6 +23,7 @@ from torch import nn
 
 from pointwise.models.registry import register_model
 from pointwise.nn import Conv1x1
+from pointwise.nn.blocks import fused_depthwise_separable, fused_inverted_residual
 
 __all__ = ["ConvNormAct", "DepthwiseSeparable", "InvertedResidual", "MobileNetV1",
            "MobileNetV2"]
@@ -75,6 +76,15 @@ class DepthwiseSeparable(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv_dw(x)))  # (N, C, H/s, W/s)
         return self.act2(self.bn2(self.conv_pw(x)))  # (N, F, H/s, W/s)
+
+    def fused_block(self) -> nn.Module | None:
+        """The block as one :class:`pointwise.nn.FusedDepthwiseSeparable`, once
+        :func:`pointwise.nn.convert` has folded its BNs and fused its activations into its
+        convs; None (nothing to swap) before, or for convs the fused kernel does not take."""
+        if not all(isinstance(m, nn.Identity) for m in (self.bn1, self.act1, self.bn2,
+                                                          self.act2)):
+            return None
+        return fused_depthwise_separable(self.conv_dw, self.conv_pw)
 
 
 #: Table 1 of the v1 paper: (pointwise output channels, depthwise stride) per block.
@@ -170,6 +180,19 @@ class InvertedResidual(nn.Module):
             return None
         self.shortcut_fused = True
         return f"conv.{len(self.conv) - 2}"
+
+    def fused_block(self) -> nn.Module | None:
+        """The block as one :class:`pointwise.nn.FusedInvertedResidual`, once
+        :func:`pointwise.nn.convert` has folded its BNs and fused its activations into its
+        convs; None (nothing to swap) before, or for convs the fused kernel does not take."""
+        layers: list[Any] = list(self.conv.children())
+        *body, project, bn = layers  # body: ConvNormAct's [conv, norm, act], one or two
+        if not isinstance(bn, nn.Identity) or not all(
+                isinstance(cna[1], nn.Identity) and isinstance(cna[2], nn.Identity)
+                for cna in body):
+            return None
+        expand = body[0][0] if len(body) == 2 else None
+        return fused_inverted_residual(expand, body[-1][0], project, self.use_res_connect)
 
 
 #: Table 2 of the v2 paper: expansion t, channels c, repeats n, first stride s.

@@ -11,6 +11,8 @@
   k×k one with one group for ``Conv2d``), folding a
   following BatchNorm and fusing a following activation where that is provably safe;
   :func:`to_conv2d` swaps them back, for torch alone.
+* :class:`FusedInvertedResidual`, :class:`FusedDepthwiseSeparable` — MobileNet's blocks
+  in one pass (:func:`pointwise.inverted_residual`), which :func:`convert` swaps in.
 * :func:`compress` — replaces each 1×1 conv by a rank-k pair (:class:`LowRankConv1x1`)
   fitted to its responses on data (PCA, as Zhang, Zou, He and Sun), where that saves MACs.
 
@@ -18,6 +20,7 @@ This package imports torch; ``import pointwise`` does not.
 """
 
 from pointwise.nn import functional
+from pointwise.nn.blocks import FusedDepthwiseSeparable, FusedInvertedResidual
 from pointwise.nn.compress import compress, compress_structure
 from pointwise.nn.conv2d import Conv2d
 from pointwise.nn.convert import ConvertReport, convert, to_conv2d
@@ -25,6 +28,7 @@ from pointwise.nn.lowrank import LowRankConv1x1
 from pointwise.nn.module import Conv1x1
 from pointwise.nn.report import CompressReport, LayerCompression
 
-__all__ = ["CompressReport", "Conv1x1", "Conv2d", "ConvertReport", "LayerCompression",
+__all__ = ["CompressReport", "Conv1x1", "Conv2d", "ConvertReport", "FusedDepthwiseSeparable",
+           "FusedInvertedResidual", "LayerCompression",
            "LowRankConv1x1", "compress", "compress_structure", "convert", "functional",
            "to_conv2d"]

@@ -27,6 +27,11 @@ What it does, in order:
    of the conv that took the addition, or None when the block left itself unchanged. A
    block whose convs then apply its shared activation module (called twice or more, so
    never fused by step 2) sets ``activations_fused``: ResNet's blocks do.
+5. **Fuse blocks** (``blocks``, with ``fold_batchnorm`` and ``fuse_activation``): a block that
+   defines ``fused_block() -> nn.Module | None``, such as the zoo's MobileNet
+   ``DepthwiseSeparable`` and ``InvertedResidual``, is replaced by the module it returns
+   (:class:`pointwise.nn.FusedDepthwiseSeparable`, :class:`pointwise.nn.FusedInvertedResidual`:
+   the whole block in one pass on the fused kernel), or left as it is on None.
 
 Steps 2 and 3 fold or fuse a pair only where ``torch.fx``'s data flow proves it direct; how,
 and what that cannot see, is in :mod:`pointwise.nn._chains`.
@@ -41,6 +46,7 @@ import torch
 from torch import nn
 
 from pointwise.nn._chains import FUSABLE, find_chains, qualified
+from pointwise.nn.blocks import FusedDepthwiseSeparable, FusedInvertedResidual
 from pointwise.nn.conv2d import Conv2d
 from pointwise.nn.convert_kxk import replace_kxk
 from pointwise.nn.module import Conv1x1
@@ -56,6 +62,7 @@ def convert(
     fuse_activation: bool = True,
     fold_all: bool = True,
     kxk: bool = True,
+    blocks: bool = True,
     inplace: bool = False,
 ) -> tuple[nn.Module, ConvertReport]:
     """Replace every 1×1 ``nn.Conv2d`` of ``model`` by ``Conv1x1``; fold BN and fuse activations.
@@ -73,6 +80,8 @@ def convert(
         kxk: replace every k×k ``nn.Conv2d`` with one group by :class:`pointwise.nn.Conv2d`,
             whose inference runs on the taps kernels (:mod:`pointwise.nn.convert_kxk`); its
             BN and activation are then folded and fused as a ``Conv1x1``'s are.
+        blocks: swap each block that offers a fused module (``fused_block()``: the zoo's
+            MobileNet blocks) for it, once its BNs are folded and activations fused.
         inplace: modify ``model`` itself instead of a deep copy.
 
     Returns:
@@ -116,11 +125,16 @@ def convert(
             _apply(model, conv_name, bn_name, act_name, report)
     if fold_batchnorm and fuse_activation:
         _fuse_shortcuts(model, report)
+        if blocks:
+            model = _fuse_blocks(model, report)
     return model, report
 
 
 def to_conv2d(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """``model`` with every ``Conv1x1`` replaced by ``nn.Conv2d(kernel_size=1)``: torch alone.
+
+    A fused block (:class:`pointwise.nn.FusedInvertedResidual` and its sibling) becomes its
+    convs as ``nn.Conv2d`` modules with their activations, the input added where it was.
 
     The reference a converted model is measured against (``pointwise bench --suite models``
     times the zoo's models this way as "torch eager"). A ``Conv1x1`` with an activation
@@ -139,14 +153,17 @@ def to_conv2d(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         )
     if not inplace:
         model = copy.deepcopy(model)
-    if isinstance(model, (Conv1x1, Conv2d)):
+    kinds = (Conv1x1, Conv2d, FusedDepthwiseSeparable, FusedInvertedResidual)
+    if isinstance(model, kinds):
         return model.to_conv2d()
     new: dict[int, nn.Module] = {}  # a conv held at two places stays one shared module
+    done: list[str] = []  # swapped blocks, whose convs went with them
     for qualname, child in list(model.named_modules(remove_duplicate=False))[1:]:
-        if isinstance(child, (Conv1x1, Conv2d)):
+        if isinstance(child, kinds) and not any(qualname.startswith(d) for d in done):
             if id(child) not in new:
                 new[id(child)] = child.to_conv2d()
             _set(model, qualname, new[id(child)])
+            done.append(qualname + ".")
     return model
 
 
@@ -162,6 +179,21 @@ def _fuse_shortcuts(model: nn.Module, report: ConvertReport) -> None:
                 under = qualified(name, "")  # no longer "skipped", but fused into its convs
                 report.skipped = [(n, why) for n, why in report.skipped
                                   if not (n.startswith(under) and "times in forward" in why)]
+
+
+def _fuse_blocks(model: nn.Module, report: ConvertReport) -> nn.Module:
+    """Step 5 of the module docstring: swap every block whose ``fused_block()`` hook gives a
+    module for it."""
+    for name, block in list(model.named_modules()):
+        hook = getattr(block, "fused_block", None)
+        new = hook() if callable(hook) else None
+        if new is None:
+            continue
+        report.blocks.append(name or "(model)")
+        if not name:
+            return new
+        _set(model, name, new)
+    return model
 
 
 def _require_eval(module: nn.Module, what: str) -> None:

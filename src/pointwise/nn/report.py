@@ -19,6 +19,7 @@ class ConvertReport:
         inplace: ``(conv, activation module)`` for an activation after a k×k ``nn.Conv2d``
             (with ``fold_all``): it stays, and now overwrites the conv's output in place.
         shortcuts: ``(block, conv)``: the block's residual addition is now in the conv.
+        blocks: the blocks now one fused module (``fused_block()``, MobileNet's).
         skipped: ``(module, reason)`` for what was left as it was.
     """
 
@@ -28,6 +29,7 @@ class ConvertReport:
     fused: list[tuple[str, str, str]] = field(default_factory=list)
     inplace: list[tuple[str, str]] = field(default_factory=list)
     shortcuts: list[tuple[str, str]] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -43,6 +45,7 @@ class ConvertReport:
         lines += [f"  fused     {a} into {c} (activation={act!r})" for c, a, act in self.fused]
         lines += [f"  in place  {a} after {c}" for c, a in self.inplace]
         lines += [f"  shortcut  of {b} into {c}" for b, c in self.shortcuts]
+        lines += [f"  fused     block {b}" for b in self.blocks]
         lines += [f"  skipped   {n}: {why}" for n, why in self.skipped]
         return "\n".join(lines)
 
