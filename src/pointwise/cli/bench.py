@@ -28,7 +28,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "Progress (one line per problem) goes to stderr.")
     p.add_argument("--suite", choices=tuple(SUITES), default="ops",
                    help="ops: the 1x1 shapes (forward, fused, backward); kxk: ResNet-50's 3x3 "
-                   "layers and stem (bias + ReLU); models: ResNet-18/50/101, MobileNetV2, "
+                   "layers and stem (bias + ReLU); blocks: MobileNetV2's 17 inverted "
+                   "residuals, fused and unfused; models: ResNet-18/50/101, MobileNet v1/v2, "
                    "GoogLeNet at batch 8 and 1, 224x224, against onnxruntime; burst: per-round "
                    "speed of bursts after idle and of calls interleaved with NumPy and torch "
                    "(default ops)")
@@ -41,7 +42,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=positive, metavar="R",
                    help="interleaved rounds (default: ops 15, models 5, burst 16, quick 2)")
     p.add_argument("--shapes", metavar="S[,S...]",
-                   help="ops, kxk: run the shapes whose name contains one of these substrings")
+                   help="ops, kxk, blocks: run the shapes whose name contains one of these "
+                   "substrings")
     p.add_argument("--models", metavar="M[,M...]",
                    help="models: zoo names (default resnet18,resnet50,resnet101,mobilenet_v2,"
                    "googlenet)")

@@ -26,7 +26,7 @@ from pointwise.bench.suites.common import Settings, measure, rows
 
 __all__ = ["BATCHES", "MODELS", "headline", "run"]
 
-MODELS = ("resnet18", "resnet50", "resnet101", "mobilenet_v2", "googlenet")
+MODELS = ("resnet18", "resnet50", "resnet101", "mobilenet_v1", "mobilenet_v2", "googlenet")
 #: the batch sizes each model runs at: a server's batch, and one image
 BATCHES = (8, 1)
 #: rounds, time per round (ms), warm-up (s) and tolerance of this suite's runs
