@@ -64,7 +64,7 @@ def _nchw(y: Any) -> np.ndarray:
     return np.asarray(y).transpose(0, 2, 3, 1)  # (N, F, Ho, Wo) -> (N, Ho, Wo, F)
 
 
-def _oihw(wts: Weights) -> list[np.ndarray | None]:
+def _oihw(wts: Weights) -> list[Any]:
     """The three weights in torch's and ONNX's OIHW."""
     we, _, wd, _, wp, _ = wts
     return [None if we is None else np.ascontiguousarray(we.T[:, :, None, None]),
@@ -97,7 +97,8 @@ def _torch(x: np.ndarray, wts: Weights, stride: int, residual: bool,
         plain += [load(nn.Conv2d(c, e, 1), ws[0], biases[0]), nn.ReLU6(inplace=True)]
     plain += [load(nn.Conv2d(e, e, 3, stride, 1, groups=e), ws[1], biases[1]),
               nn.ReLU6(inplace=True), load(nn.Conv2d(e, f, 1), ws[2], biases[2])]
-    seq = nn.Sequential(*plain).to(memory_format=torch.channels_last)
+    seq = nn.Sequential(*plain)
+    seq.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     expand = None if ws[0] is None else load(Conv1x1(c, e, activation="relu6"), ws[0],
                                              biases[0])
     dw = load(Conv2d(e, e, 3, stride, 1, groups=e, activation="relu6"), ws[1], biases[1])
@@ -127,8 +128,8 @@ def _onnxruntime(x: np.ndarray, wts: Weights, stride: int, residual: bool, ref: 
     ws = _oihw(wts)
     e = ws[1].shape[0]
     x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, C, H, W)
-    inits = [numpy_helper.from_array(np.float32(0), "lo"),
-             numpy_helper.from_array(np.float32(6), "hi")]
+    inits = [numpy_helper.from_array(np.array(0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(6, np.float32), "hi")]
     nodes, h = [], "x"
     for i, (w, b) in enumerate(zip(ws, (wts[1], wts[3], wts[5]), strict=True)):
         if w is None:

@@ -57,7 +57,8 @@ class BlockShape:
 
 def _v2_blocks(n: int) -> list[BlockShape]:
     """MobileNetV2's blocks at 224×224 (Table 2 of the paper: t, c, repeats, stride)."""
-    out, c, h = [], 32, 112
+    out: list[BlockShape] = []
+    c, h = 32, 112
     for t, f, reps, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                           (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
         for i in range(reps):
