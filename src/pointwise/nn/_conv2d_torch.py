@@ -6,7 +6,7 @@ Arguments are checked by the NumPy core's own :func:`pointwise.layout2d.check_co
 shape-only stand-ins, so the messages are the same. Floats run ``F.conv2d`` (half types in
 float32, as in the core), then the residual and the activation; integer tensors, which
 torch cannot convolve on the CPU, run the NumPy core, exactly. The fast inference path for
-whole models is the module, :class:`pointwise.nn.Conv2d`, whose weights are packed once.
+whole models is the module, :class:`pointwise.nn.Conv2d`, on the taps kernels.
 """
 
 from __future__ import annotations

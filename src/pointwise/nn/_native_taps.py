@@ -4,10 +4,10 @@ depthwise kernel (:func:`pointwise.kernels.native.depthwise`).
 
 The input's memory is handed to the kernels as a NumPy view, without a copy, as long as its
 channels are contiguous (channels_last tensors; an NCHW-contiguous input goes to torch's
-kernels). The weight is packed once per weight version and kept on the module, as
-onnxruntime reorders its weights once per session; the output comes from the pool of
+kernels). The weight is read from its own (F, C, kh, kw) memory and packed by the kernels
+on every call, shared among the threads: a pack kept between calls could go stale through
+an edit torch does not count (``.data``, a NumPy view). The output comes from the pool of
 buffers of :mod:`pointwise.nn._native_torch` and the kernels run on torch's OpenMP team.
-The packs: :mod:`pointwise.nn._packed`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import torch
 from pointwise.kernels import native as _native
 from pointwise.layout2d import conv2d_output_size
 from pointwise.nn import _native_torch as _nt
-from pointwise.nn import _packed
 
 __all__ = ["forward", "is_depthwise3x3", "padding"]
 
@@ -85,11 +84,9 @@ def _forward(conv: Any, xl: torch.Tensor, residual: torch.Tensor | None,
         r2 = _nt._view(rl).reshape(n * ho * wo, f)  # (M, F) view
     fused_res = residual is None or r2 is not None
     act = conv.activation if conv.activation in _native.ACTIVATIONS and fused_res else None
-    w = _packed.for_conv(conv)
-    if w is None:  # no version to tell a stale pack from a fresh one: pack for this call
-        w = np.ascontiguousarray(_nt._view(conv.weight.permute(2, 3, 1, 0)))  # (kh, kw, C, F)
+    w = _nt._view(conv.weight.permute(2, 3, 1, 0))  # (F, C, kh, kw) -> (kh, kw, C, F) view
     b = None if conv.bias is None else _nt._view(conv.bias)
-    if not _native.taps(_nt._view(xl), w, y2, b, act, r2, geometry, packed=w.ndim == 1,
+    if not _native.taps(_nt._view(xl), w, y2, b, act, r2, geometry,
                         team=torch.get_num_threads()):
         return None
     y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last

@@ -6,13 +6,18 @@ kernels run on torch's own OpenMP team (:func:`pointwise.kernels.native.host_ope
 turns with torch's ops the way torch's ops take turns with each other.
 
 * channels-last input, any stride: ``rows`` on the (N·H·W, C) view, or on the strided
-  (N, Ho, Wo, C) view, which the kernel gathers slab by slab; with large weights, ``taps``
-  (one tap) with the weight packed once (:mod:`pointwise.nn._packed`). A channels-last
-  residual of the output's shape is added in the kernel's epilogue.
+  (N, Ho, Wo, C) view, which the kernel gathers slab by slab; with large weights
+  (:data:`TAPS_1X1_MIN_WEIGHTS`), ``taps`` (one tap). A channels-last residual of the
+  output's shape is added in the kernel's epilogue.
 * NCHW-contiguous input, stride 1: ``cols`` on the (N, C, H·W) view; a residual is added
   afterwards by torch.
 
 Anything else returns None and the caller uses torch's kernels.
+
+The weight and bias are read from their own memory on every call: the kernels pack the
+(F, C) weight into their panels themselves, reading it transposed, so no copy of a weight
+is kept between calls and no edit, however it was made (``.data``, a NumPy view,
+``load_state_dict``, an optimizer step, a parametrization), can leave a stale one.
 
 Large outputs come from a small pool of buffers (:class:`_Buffers`), reused once nothing
 refers to them any more: glibc hands freed blocks of tens of MB back to the OS, and writing
@@ -25,14 +30,12 @@ from __future__ import annotations
 import math
 import os
 import threading
-import weakref
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from pointwise.kernels import native as _native
-from pointwise.nn import _packed
 
 __all__ = ["available", "forward"]
 
@@ -45,35 +48,13 @@ def available() -> bool:
     return _native.ENABLED and _native.host_openmp(prefer=_TORCH_DIR)
 
 
-# id(weight) -> (a weak reference to it, (its _version, its data_ptr) when copied, the (C, F)
-# copy). The rows kernel reads the weight as (C, F) with F contiguous; torch keeps it (F, C).
-# One copy per weight, made again when the weight changes (copy_, optimizer steps and BN
-# folding bump _version), dropped when the weight is. Keyed by id: tensors compare by value.
-_TRANSPOSED: dict[int, tuple[weakref.ref, tuple[int, int], np.ndarray]] = {}
-
-
-def _weight_cf(w: torch.Tensor) -> np.ndarray:
-    """``w`` (F, C, 1, 1) as a C-contiguous float32 (C, F) array."""
-    f, c = w.shape[0], w.shape[1]
-    wt = _view(w.detach().reshape(f, c).t())  # (F, C) -> (C, F) view
-    if wt.flags.c_contiguous:  # an NHWC caller's (C, F) weight: read in place
-        return wt
-    if w.is_inference():  # no version counter to tell a stale copy: copy every call
-        return np.ascontiguousarray(wt)
-    key = (w._version, w.data_ptr())
-    hit = _TRANSPOSED.get(id(w))
-    if hit is not None and hit[0]() is w and hit[1] == key:
-        return hit[2]
-    copy = np.ascontiguousarray(wt)
-    _TRANSPOSED[id(w)] = (weakref.ref(w, _forget(id(w))), key, copy)
-    return copy
-
-
-def _forget(ident: int) -> Callable[[weakref.ref], None]:
-    """The callback that drops a weight's copy once the weight is gone."""
-    def drop(_: weakref.ref) -> None:
-        _TRANSPOSED.pop(ident, None)
-    return drop
+#: 1×1 convs with at least this many weights (C·F) run on the taps kernels (one tap), the
+#: others on the rows kernel; both pack the weight on every call, the taps kernels once for
+#: all threads, the rows kernel per thread for its rows. Interleaved, 2 threads, bias + ReLU,
+#: channels-last, ResNet-50's 1×1 layers (``benchmarks/bench_nn_call.py --suite pack``):
+#: taps ran at 0.98-1.12× rows' speed at N=8 and 0.95-1.12× at N=1 where C·F ≥ 2^18 (14×14
+#: and 7×7), and at 0.92-1.06× and 0.60-0.96× below.
+TAPS_1X1_MIN_WEIGHTS = 1 << 18
 
 
 def _storage_users(t: torch.Tensor) -> int:
@@ -186,13 +167,13 @@ def _forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
             r2 = _view(rl).reshape(n * ho * wo, f)  # (M, F) view
         fused_res = residual is None or r2 is not None
         act = activation if fused_act and fused_res else None
-        packed = _packed.for_1x1(w) if c * f >= _packed.TAPS_1X1_MIN_WEIGHTS else None
-        if packed is not None:  # large weights: the taps kernels, with the weight packed once
+        if c * f >= TAPS_1X1_MIN_WEIGHTS:  # large weights: the taps kernels, one tap
             geometry = (1, 1, *stride, 0, 0, 1, 1, ho, wo)
-            if not _native.taps(_view(xl), packed, y2, bn, act, r2, geometry, packed=True,
-                                team=team):
+            w4 = _view(w.permute(2, 3, 1, 0))  # (F, C, 1, 1) -> (1, 1, C, F) view, HWIO
+            if not _native.taps(_view(xl), w4, y2, bn, act, r2, geometry, team=team):
                 return None
-        elif not _native.rows(xv, _weight_cf(w), y2, bn, act, residual=r2, team=team):
+        elif not _native.rows(xv, _view(w.reshape(f, c).t()), y2, bn, act, residual=r2,
+                              team=team):  # (F, C) -> (C, F) view, read transposed
             return None
         y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
         return _finish(y4, residual if not fused_res else None,

@@ -26,10 +26,10 @@ class Conv2d(nn.Conv2d):
     (``channels_last``), with one group, the conv runs on pointwise's compiled taps kernels
     (:func:`pointwise.conv2d`'s implicit GEMM), or, a depthwise 3×3 with padding 1 and
     stride 1 or 2, on the depthwise kernel, on torch's OpenMP threads, with bias,
-    ReLU/ReLU6 and the residual applied to each output tile; the weight is packed for them
-    once per version of the weight. Everything else (autograd, NCHW-contiguous input, other
-    dtypes and devices, other groups, tracing and export) runs ``nn.Conv2d``'s own forward, then
-    the residual and activation.
+    ReLU/ReLU6 and the residual applied to each output tile; the weight is read from its
+    own memory on every call, so any edit to it is seen. Everything else (autograd,
+    NCHW-contiguous input, other dtypes and devices, other groups, tracing and export) runs
+    ``nn.Conv2d``'s own forward, then the residual and activation.
 
     Args:
         activation (str or None): ``"relu"``, ``"relu6"``, ``"silu"`` or ``"hardswish"``.
@@ -54,8 +54,6 @@ class Conv2d(nn.Conv2d):
     def __init__(self, *args: Any, activation: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.activation = check_activation(activation)
-        # ((weight version, data pointer, instruction set), packed weight); not state
-        self._taps_packed: tuple[tuple[Any, ...], Any] | None = None
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``activation(conv(x) + bias + residual)``; ``residual`` (the output's shape) is
@@ -74,10 +72,6 @@ class Conv2d(nn.Conv2d):
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s if self.activation is None else f"{s}, activation={self.activation!r}"
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self.__dict__.setdefault("_taps_packed", None)
 
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, activation: str | None = None) -> Conv2d:

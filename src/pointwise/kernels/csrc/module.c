@@ -16,8 +16,9 @@
 /* The kernels' instruction set: AVX-512 where the CPU has it, or what select() chose. */
 static const isa_t *current;
 
-/* Element strides of a float32 buffer with unit stride on its last axis, or 0. */
-int pw_float_view(PyObject *obj, Py_buffer *v, int ndim, int writable) {
+/* A float32 buffer of ndim axes (-1: 2 or 4), non-negative strides of whole elements, and
+ * with unit_last, unit stride on its last axis; 0 (released) otherwise. */
+static int view_of(PyObject *obj, Py_buffer *v, int ndim, int writable, int unit_last) {
     if (PyObject_GetBuffer(obj, v, PyBUF_STRIDED_RO | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) != 0) {
         PyErr_Clear();
         return 0;
@@ -27,10 +28,25 @@ int pw_float_view(PyObject *obj, Py_buffer *v, int ndim, int writable) {
              strcmp(v->format, "f") == 0 && ((uintptr_t)v->buf & 3) == 0;
     for (int d = 0; ok && d < ndim; d++) {
         ok = v->shape[d] > 0 && v->strides[d] >= 0 && v->strides[d] % 4 == 0;
-        if (d == ndim - 1) ok = ok && v->strides[d] == 4;
+        if (unit_last && d == ndim - 1) ok = ok && v->strides[d] == 4;
     }
     if (!ok) PyBuffer_Release(v);
     return ok;
+}
+
+/* Element strides of a float32 buffer with unit stride on its last axis, or 0. */
+int pw_float_view(PyObject *obj, Py_buffer *v, int ndim, int writable) {
+    return view_of(obj, v, ndim, writable, 1);
+}
+
+/* A (K, N) float32 matrix with unit stride along N, or (*wt = 1) along K: torch's (F, C)
+ * weight seen as (C, F), which the rows driver packs from in place. */
+static int matrix_view(PyObject *obj, Py_buffer *v, int *wt) {
+    if (!view_of(obj, v, 2, 0, 0)) return 0;
+    *wt = v->strides[1] != 4;
+    if (!*wt || v->strides[0] == 4) return 1;
+    PyBuffer_Release(v);
+    return 0;
 }
 
 /* The bytes a view spans (strides are non-negative here). */
@@ -141,15 +157,15 @@ static PyObject *py_select(PyObject *self, PyObject *args) {
 
 static PyObject *py_rows(PyObject *self, PyObject *args) {
     (void)self;
-    int threads, act, openmp, n = 0, ok = 0;
+    int threads, act, openmp, n = 0, ok = 0, wt = 0;
     PyObject *xo, *wo, *yo, *bo, *ro;
-    /* x (M, K) or (N, Ho, Wo, K) with M = N·Ho·Wo, w (K, N), y (M, N), bias (N,) or absent,
-     * residual (M, N) or absent */
+    /* x (M, K) or (N, Ho, Wo, K) with M = N·Ho·Wo, w (K, N) row- or column-major, y (M, N),
+     * bias (N,) or absent, residual (M, N) or absent */
     Py_buffer v[5];
     if (!parse(args, &threads, &xo, &wo, &yo, &bo, &act, &ro, &openmp)) return NULL;
 #ifdef PW_X86
     const isa_t *isa = current;
-    if (isa == NULL || !pw_float_view(xo, &v[n++], -1, 0) || !pw_float_view(wo, &v[n++], 2, 0) ||
+    if (isa == NULL || !pw_float_view(xo, &v[n++], -1, 0) || !matrix_view(wo, &v[n++], &wt) ||
         !pw_float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !pw_float_view(bo, &v[n++], 1, 0)) ||
         (ro != Py_None && !pw_float_view(ro, &v[n++], 2, 0))) {
         pw_release(v, n - 1);
@@ -166,10 +182,10 @@ static PyObject *py_rows(PyObject *self, PyObject *args) {
     if (v[1].shape[0] == K && v[2].shape[0] == M && v[2].shape[1] == N &&
         (bo == Py_None || v[3].shape[0] == N) &&
         (rv == NULL || (rv->shape[0] == M && rv->shape[1] == N)) && !pw_overlaps(v, n, 2)) {
-        rows_job j = {isa, M, K, N, grid_x ? 0 : v[0].strides[0] / 4, v[1].strides[0] / 4,
+        rows_job j = {isa, M, K, N, grid_x ? 0 : v[0].strides[0] / 4, v[1].strides[wt] / 4,
                       v[2].strides[0] / 4, v[0].buf, v[1].buf,
                       bo == Py_None ? NULL : v[3].buf, v[2].buf, act, 0,
-                      grid_x ? &grid : NULL, rv ? rv->buf : NULL, rv ? rv->strides[0] / 4 : 0};
+                      grid_x ? &grid : NULL, rv ? rv->buf : NULL, rv ? rv->strides[0] / 4 : 0, wt};
         ok = pw_run_released(pw_rows_part, &j, (long long)M * K * N, threads, &j.failed, openmp);
     }
 #endif
@@ -206,15 +222,10 @@ static PyObject *py_cols(PyObject *self, PyObject *args) {
  * to this size (the next call of the same layer reuses it); larger ones are freed. */
 #define KEEP_PACKED_BYTES (16 << 20)
 
-#ifdef PW_X86
-/* A C-contiguous (KH, KW, C, F) float32 view. */
-static int hwio_view(PyObject *obj, Py_buffer *v) {
-    if (!pw_float_view(obj, v, 4, 0)) return 0;
-    const int ok = v->strides[2] == 4 * v->shape[3] && v->strides[1] == v->strides[2] * v->shape[2] &&
-                   v->strides[0] == v->strides[1] * v->shape[1];
-    if (!ok) PyBuffer_Release(v);
-    return ok;
-}
+/* A packed weight element counts as this many multiply-adds when choosing whether to share
+ * the packing among threads: it is a memory pass, so two threads help from 2^17 floats. */
+#ifndef PACK_MACS
+#define PACK_MACS 8LL
 #endif
 
 /* taps(threads, x, w, y, bias, act, residual, geometry, packed=False, openmp=False) */
@@ -240,7 +251,7 @@ static PyObject *py_taps(PyObject *self, PyObject *args) {
 #ifdef PW_X86
     const isa_t *isa = current;
     if (isa == NULL || !pw_float_view(xo, &v[n++], 4, 0) ||
-        !(packed ? pw_float_view(wo, &v[n++], 1, 0) : hwio_view(wo, &v[n++])) ||
+        !(packed ? pw_float_view(wo, &v[n++], 1, 0) : view_of(wo, &v[n++], 4, 0, 0)) ||
         !pw_float_view(yo, &v[n++], 2, 1) || (bo != Py_None && !pw_float_view(bo, &v[n++], 1, 0)) ||
         (ro != Py_None && !pw_float_view(ro, &v[n++], 2, 0))) {
         pw_release(v, n - 1);
@@ -263,8 +274,10 @@ static PyObject *py_taps(PyObject *self, PyObject *args) {
         ok = 1;
         if (!packed) {  /* pack the weights for this call, in parallel, then compute */
             float *buf = pw_scratch(3, (size_t)size);
-            taps_pack_job p = {isa, v[1].buf, K, F, F, buf};
-            ok = buf == NULL ? -1 : pw_run_released(pw_taps_pack_part, &p, (long long)K * F, threads,
+            const Py_ssize_t *st = v[1].strides;  /* (KH, KW, C, F), any strides */
+            taps_pack_job p = {isa, v[1].buf, K, F, 0, buf, g[1], C, st[0] / 4, st[1] / 4,
+                               st[2] / 4, st[3] / 4, &j.failed};
+            ok = buf == NULL ? -1 : pw_run_released(pw_taps_pack_part, &p, PACK_MACS * K * F, threads,
                                                 &j.failed, openmp);
             j.Wp = buf;
         }
@@ -385,7 +398,8 @@ static PyMethodDef methods[] = {
      "'none' (the kernels then decline every call)."},
     {"rows", py_rows, METH_VARARGS,
      "rows(threads, x, w, y, bias, act, residual=None, openmp=False) -> bool:\n"
-     "y (M, N) = act(x (M, K) @ w (K, N) + bias + residual (M, N)); x may also be an\n"
+     "y (M, N) = act(x (M, K) @ w (K, N) + bias + residual (M, N)); w may be column-major\n"
+     "(torch's (F, C) weight, transposed); x may also be an\n"
      "(N, Ho, Wo, K) view, its pixels taken in order as the M rows. openmp: run on the team\n"
      "of the libgomp that openmp() bound."},
     {"cols", py_cols, METH_VARARGS,
@@ -395,7 +409,8 @@ static PyMethodDef methods[] = {
      "taps(threads, x, w, y, bias, act, residual, geometry, packed=False, openmp=False) -> bool:\n"
      "the k x k convolution y (M, F) = act(sum over taps of shifted x (N, H, W, C) @ w[tap] +\n"
      "bias + residual (M, F)), M = N·Ho·Wo; geometry = (KH, KW, sy, sx, py, px, dy, dx, Ho,\n"
-     "Wo), padding at the top and left; w (KH, KW, C, F) HWIO, or packed by taps_pack."},
+     "Wo), padding at the top and left; w (KH, KW, C, F) HWIO with any strides (packed for\n"
+     "the call, in parallel), or packed by taps_pack."},
     {"taps_pack", py_taps_pack, METH_VARARGS,
      "taps_pack(w, out) -> bool: w (K, F), the HWIO weight as K = KH·KW·C rows, into out\n"
      "(taps_packed_size(K, F),), the layout taps(..., packed=True) reads."},

@@ -23,6 +23,7 @@
  *   tiles.c         per-thread work buffers and the loop of tiles over a block of rows
  *   rows.c, cols.c  the channels-last and channels-first drivers, and their parallel jobs
  *   taps.c          the k x k driver (an implicit GEMM over the taps) and its weight packing
+ *   transpose.c     transposed copies: weights packed from torch's (F, C) storage
  *   depthwise.c     the depthwise 3x3 driver, and its row function the fused blocks share
  *   blocks.c        the fused blocks: expand 1x1, depthwise 3x3, project 1x1 by bands of rows
  *   place.c         where helper threads run: each on a CPU of its own, never the caller's
@@ -128,6 +129,7 @@ typedef struct {
     const grid_t *grid;  /* NULL: X's rows are ldx apart */
     const float *R;      /* NULL, or the residual added before the activation */
     idx ldr;
+    int wt;              /* W column-major: column n at W + n * ldw (torch's (F, C) weight) */
 } rows_job;
 void pw_rows_part(void *arg, int part, int parts);
 
@@ -161,12 +163,17 @@ typedef struct {
 void pw_taps_part(void *arg, int part, int parts);
 
 /* taps.c: pack HWIO weights (K = KH * KW * C rows of F) for the taps driver, rows [k0, k1)
- * per part; out holds pw_taps_packed_size(isa, K, F) floats. */
+ * per part; out holds pw_taps_packed_size(isa, K, F) floats. With KW = 0 the weight is the
+ * (K, F) matrix at W, rows ldw apart; otherwise element (i, j, c, f) is at W + i * si +
+ * j * sj + c * sc + f * sf: any strides, torch's OIHW storage read through its (KH, KW, C, F)
+ * view included. */
 typedef struct {
     const isa_t *isa;
     const float *W;
     idx K, F, ldw;
     float *out;
+    idx KW, C, si, sj, sc, sf;
+    atomic_int *failed;  /* NULL, or set when a part ran out of memory */
 } taps_pack_job;
 idx pw_taps_packed_size(const isa_t *isa, idx K, idx F);
 void pw_taps_pack_part(void *arg, int part, int parts);
@@ -211,6 +218,9 @@ typedef struct {
     atomic_int failed;
 } block_job;
 void pw_block_part(void *arg, int part, int parts);
+
+/* transpose.c: d[c * ldd + r] = s[r * lds + c] for r < rows, c < cols */
+void pw_transpose(const float *s, idx lds, idx rows, idx cols, float *d, idx ldd);
 
 /* place.c: where a caller's helper threads run (helper k's id in tid[k], k >= 1) */
 typedef struct {

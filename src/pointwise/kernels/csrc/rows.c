@@ -1,6 +1,9 @@
 /* The channels-last driver: Y[m, :] = act(X[m, :] @ W + bias + R[m, :]), the pixels' rows
  * of X read in place (or gathered, slab by slab, when a stride leaves them unevenly spaced),
- * W packed into panels that stay in L2. */
+ * W packed into panels that stay in L2, on every call, from W's own memory: row-major
+ * (K, N), or column-major, the (N, K) = (F, C) storage torch keeps a conv's weight in. So
+ * no copy of W outlives the call, and an edit to W is seen by the next call, however it was
+ * made. */
 #include "pointwise.h"
 
 #ifdef PW_X86
@@ -12,6 +15,13 @@ static void pack_panel(const float *B, idx ldb, idx kc, int nr, int NR, float *B
         memcpy(Bp + k * NR, B + k * ldb, (size_t)nr * sizeof(float));
         if (nr < NR) memset(Bp + k * NR + nr, 0, (size_t)(NR - nr) * sizeof(float));
     }
+}
+
+/* The same from column-major B (column j at B + j * ldb). */
+static void pack_panel_t(const float *B, idx ldb, idx kc, int nr, int NR, float *Bp) {
+    pw_transpose(B, ldb, nr, kc, Bp, NR);
+    if (nr < NR)
+        for (idx k = 0; k < kc; k++) memset(Bp + k * NR + nr, 0, (size_t)(NR - nr) * sizeof(float));
 }
 
 static void gather_rows(const float *X, const grid_t *g, idx m0, idx m1, idx pc, idx kc,
@@ -30,7 +40,7 @@ static void gather_rows(const float *X, const grid_t *g, idx m0, idx m1, idx pc,
 /* Channels-last: Y[m, :] = act(X[m, :] @ W + bias + R[m, :]) for m in [m0, m1); R may be
  * NULL. */
 static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const float *X, idx ldx,
-                       const grid_t *grid, const float *W, idx ldw, float *Y, idx ldy,
+                       const grid_t *grid, const float *W, idx ldw, int wt, float *Y, idx ldy,
                        const float *bias, const float *R, idx ldr, int act) {
     const shape_t *s = pw_rows_shape(isa, N);
     const int vw = isa->vw, NR = s->nv * vw;
@@ -50,7 +60,11 @@ static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const flo
             const int first = pc == 0, last = pc + kc >= K;
             for (idx j = 0; j < nc; j += NR) {
                 const int nr = (int)min_i(nc - j, NR);
-                pack_panel(W + pc * ldw + jc + j, ldw, kc, nr, (nr + vw - 1) / vw * vw, Bp + j * kc);
+                const int width = (nr + vw - 1) / vw * vw;
+                if (wt)
+                    pack_panel_t(W + (jc + j) * ldw + pc, ldw, kc, nr, width, Bp + j * kc);
+                else
+                    pack_panel(W + pc * ldw + jc + j, ldw, kc, nr, width, Bp + j * kc);
             }
             /* rows outermost, in slabs, so each slab of X is read from cache for every panel */
             for (idx i = m0; i < m1; i += slab) {
@@ -81,7 +95,7 @@ void pw_rows_part(void *arg, int part, int parts) {
     const idx unit = pw_rows_shape(j->isa, j->N)->mr;  /* whole tiles: only the last part has a tail */
     const idx per = (j->M + parts * unit - 1) / (parts * unit) * unit;
     const idx m0 = min_i(j->M, part * per), m1 = min_i(j->M, m0 + per);
-    if (m0 < m1 && rows_driver(j->isa, m0, m1, j->K, j->N, j->X, j->ldx, j->grid, j->W, j->ldw, j->Y,
+    if (m0 < m1 && rows_driver(j->isa, m0, m1, j->K, j->N, j->X, j->ldx, j->grid, j->W, j->ldw, j->wt, j->Y,
                                j->ldy, j->bias, j->R, j->ldr, j->act) != 0)
         atomic_store(&j->failed, 1);
 }

@@ -173,22 +173,104 @@ idx pw_taps_packed_size(const isa_t *isa, idx K, idx F) {
     return K * ((F + isa->vw - 1) / isa->vw * isa->vw);
 }
 
-/* Rows [k0, k1) of W (K x F, rows ldw apart) into every panel: W is read in order, one
- * stream, where a panel at a time would read it in short strided pieces (9 MB: 0.39 against
- * 1.75 ms on one thread). */
+/* Where row k = (i, j, c) of the weight starts. */
+static const float *pack_row(const taps_pack_job *p, idx k) {
+    const idx c = k % p->C, j = k / p->C % p->KW, i = k / (p->C * p->KW);
+    return p->W + i * p->si + j * p->sj + c * p->sc;
+}
+
+/* Rows [k0, k1) of W into every panel. With unit filter stride (HWIO) W is read in order,
+ * one stream, where a panel at a time would read it in short strided pieces (9 MB: 0.39
+ * against 1.75 ms on one thread). With unit channel stride (torch's OIHW at 1x1, or its
+ * channels_last weights) each tap's channels are transposed a block at a time (transpose.c).
+ * Otherwise (OIHW k x k) a block of TK rows at a time: the block's rows of the panel stay
+ * in L1 while the panel's filters are read. */
+enum { TK = 16 };
 static void pack_rows(const taps_pack_job *p, idx k0, idx k1) {
     const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, vw = p->isa->vw;
-    for (idx k = k0; k < k1; k++)
+    for (idx jc = 0; p->sf != 1 && jc < p->F; jc += NR) {  /* the padding columns */
+        const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
+        for (idx k = k0; width > nr && k < k1; k++)
+            memset(p->out + jc * p->K + k * width + nr, 0, (size_t)(width - nr) * sizeof(float));
+    }
+    if (p->sf == 1) {
+        for (idx k = k0; k < k1; k++)
+            for (idx jc = 0; jc < p->F; jc += NR) {
+                const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
+                float *o = p->out + jc * p->K + k * width;
+                memcpy(o, pack_row(p, k) + jc, (size_t)nr * sizeof(float));
+                if (width > nr) memset(o + nr, 0, (size_t)(width - nr) * sizeof(float));
+            }
+    } else if (p->sc == 1) {
+        for (idx k = k0, k1t; k < k1; k = k1t) {  /* the rows of one tap at a time */
+            k1t = min_i(k1, (k / p->C + 1) * p->C);
+            for (idx jc = 0; jc < p->F; jc += NR) {
+                const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
+                pw_transpose(pack_row(p, k) + jc * p->sf, p->sf, nr, k1t - k,
+                             p->out + jc * p->K + k * width, width);
+            }
+        }
+    } else {
+        const float *row[TK];
+        for (idx kb = k0; kb < k1; kb += TK) {
+            const idx tk = min_i(k1 - kb, TK);
+            for (idx t = 0; t < tk; t++) row[t] = pack_row(p, kb + t);
+            for (idx jc = 0; jc < p->F; jc += NR) {
+                const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
+                float *o = p->out + jc * p->K + kb * width;
+                for (idx f = 0; f < nr; f++) {
+                    const idx at = (jc + f) * p->sf;
+                    for (idx t = 0; t < tk; t++) o[t * width + f] = row[t][at];
+                }
+            }
+        }
+    }
+}
+
+/* torch's OIHW k x k weight (a filter's C·KH·KW weights contiguous, in (c, i, j) order):
+ * channels [c0, c1), a chunk of CB channels at a time transposed into a buffer (its rows in
+ * (c, i, j) order) and copied from there, row by row, to their places in (i, j, c) order. */
+static int oihw(const taps_pack_job *p) {
+    const idx T = p->K / p->C;
+    return p->sf != 1 && p->sj == 1 && p->si == p->KW && p->sc == T && T > 1;
+}
+
+static void pack_oihw(const taps_pack_job *p, idx c0, idx c1) {
+    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, vw = p->isa->vw;
+    const idx T = p->K / p->C, CB = T >= 256 ? 1 : 256 / T;
+    float *tmp = pw_scratch(2, (size_t)(CB * T * NR));
+    if (tmp == NULL) {
+        if (p->failed != NULL) atomic_store(p->failed, 1);
+        return;
+    }
+    for (idx cb = c0; cb < c1; cb += CB) {
+        const idx nc = min_i(c1 - cb, CB);
         for (idx jc = 0; jc < p->F; jc += NR) {
             const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
-            float *o = p->out + jc * p->K + k * width;
-            memcpy(o, p->W + k * p->ldw + jc, (size_t)nr * sizeof(float));
-            if (width > nr) memset(o + nr, 0, (size_t)(width - nr) * sizeof(float));
+            pw_transpose(p->W + jc * p->sf + cb * T, p->sf, nr, nc * T, tmp, NR);
+            for (idx c = cb; c < cb + nc; c++)
+                for (idx t = 0; t < T; t++) {
+                    float *o = p->out + jc * p->K + (t * p->C + c) * width;
+                    memcpy(o, tmp + ((c - cb) * T + t) * NR, (size_t)nr * sizeof(float));
+                    if (width > nr) memset(o + nr, 0, (size_t)(width - nr) * sizeof(float));
+                }
         }
+    }
 }
 
 void pw_taps_pack_part(void *arg, int part, int parts) {
-    const taps_pack_job *p = arg;
-    pack_rows(p, p->K * part / parts, p->K * (part + 1) / parts);
+    taps_pack_job plain = *(const taps_pack_job *)arg;
+    const taps_pack_job *p = &plain;
+    if (plain.KW == 0) {  /* the (K, F) matrix, rows ldw apart: one tap of K channels */
+        plain.KW = 1;
+        plain.C = plain.K;
+        plain.si = plain.sj = 0;
+        plain.sc = plain.ldw;
+        plain.sf = 1;
+    }
+    if (oihw(p))
+        pack_oihw(p, p->C * part / parts, p->C * (part + 1) / parts);
+    else
+        pack_rows(p, p->K * part / parts, p->K * (part + 1) / parts);
 }
 #endif
