@@ -62,11 +62,17 @@ def _np_dtype(dt: torch.dtype) -> np.dtype:
 
 def _stand_in(t: Any) -> Any:
     """``t`` for check_forward: its values when tiny (an error may quote them), else a
-    zero-stride NumPy array of its shape and dtype; never a copy of a large tensor."""
+    zero-stride NumPy array of its shape and dtype; never a copy of a large tensor.
+
+    Under torch.func's transforms (grad, jacrev, jacfwd, vmap) a tensor, or what detach()
+    makes of it, may wrap another and have no memory to view: then the zero-stride array."""
     if not isinstance(t, torch.Tensor):
         return t
     if t.numel() <= 8 and t.device.type == "cpu" and t.dtype in _NP_DTYPES:
-        return t.detach().resolve_conj().resolve_neg().numpy()
+        try:
+            return t.detach().resolve_conj().resolve_neg().numpy()
+        except RuntimeError:  # "Cannot access data pointer of Tensor that doesn't have storage"
+            pass
     return _zeros_view(tuple(t.shape), _np_dtype(t.dtype))
 
 

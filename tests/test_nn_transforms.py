@@ -1,0 +1,64 @@
+"""``Conv1x1`` under torch's function transforms (torch.func): what ``nn.Conv2d`` gives, at
+every size, on every kernel."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from pointwise.nn import Conv1x1  # noqa: E402
+
+CL = torch.channels_last
+
+
+def _pair(c: int, f: int, seed: int = 0) -> tuple[Conv1x1, nn.Conv2d]:
+    torch.manual_seed(seed)
+    ours = Conv1x1(c, f).eval()
+    ref = nn.Conv2d(c, f, 1).eval()
+    ref.load_state_dict(ours.state_dict())
+    return ours, ref
+
+
+# (C, F, N, H, W): a bias of 2 (the tiny-tensor check path), below NATIVE_MIN_MACS, and on
+# the compiled kernels were a gradient not needed
+TRANSFORM_SIZES = [(16, 2, 1, 8, 8), (64, 64, 1, 16, 16)]
+
+
+@pytest.mark.parametrize("c,f,n,h,w", TRANSFORM_SIZES)
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+@pytest.mark.parametrize("transform", ["grad", "jacrev", "jacfwd"])
+def test_torch_func_derivatives_match_nn_conv2d(c, f, n, h, w, fmt, transform):
+    if transform == "jacfwd" and c * h * w > 1024:
+        pytest.skip("a forward-mode Jacobian of every input would take a minute")
+    ours, ref = _pair(c, f)
+    x = torch.randn(n, c, h, w).contiguous(memory_format=fmt)
+    if transform == "grad":
+        fn = torch.func.grad
+        def out(m):
+            return lambda t: m(t).sum()
+    else:  # a Jacobian of a few outputs, to keep it small
+        fn = getattr(torch.func, transform)
+        def out(m):
+            return lambda t: m(t)[0, :2, :2, :2]
+    got = fn(out(ours))(x)
+    want = fn(out(ref))(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("c,f,n,h,w", TRANSFORM_SIZES)
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+def test_torch_func_vmap_matches_nn_conv2d(c, f, n, h, w, fmt):
+    ours, ref = _pair(c, f)
+    xs = torch.randn(3, n, c, h, w)
+    with torch.no_grad():
+        got = torch.func.vmap(ours)(xs)
+        want = torch.func.vmap(ref)(xs)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # the parameters as arguments too, as torch.func.functional_call passes them
+    params = dict(ours.named_parameters())
+    g = torch.func.grad(lambda p, x: torch.func.functional_call(ours, p, (x,)).sum())
+    gw = g(params, xs[0].contiguous(memory_format=fmt))
+    assert set(gw) == {"weight", "bias"}
+    torch.testing.assert_close(gw["bias"], torch.full((f,), float(n * h * w)))
