@@ -1,5 +1,5 @@
-"""``Conv1x1`` under torch's function transforms (torch.func): what ``nn.Conv2d`` gives, at
-every size, on every kernel."""
+"""``Conv1x1`` and ``pointwise.nn.Conv2d`` under torch's function transforms (torch.func) and
+under autocast: what ``nn.Conv2d`` gives, at every size, on every kernel."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from pointwise.nn import Conv1x1  # noqa: E402
+from pointwise.nn import Conv1x1, Conv2d  # noqa: E402
+from pointwise.nn import kernels as K  # noqa: E402
 
 CL = torch.channels_last
 
@@ -62,3 +63,37 @@ def test_torch_func_vmap_matches_nn_conv2d(c, f, n, h, w, fmt):
     gw = g(params, xs[0].contiguous(memory_format=fmt))
     assert set(gw) == {"weight", "bias"}
     torch.testing.assert_close(gw["bias"], torch.full((f,), float(n * h * w)))
+
+
+# sizes on each side of the kernels' thresholds: addmm/conv2d below NATIVE_MIN_MACS, the rows
+# and cols kernels above, the taps kernels at C·F >= 2^18
+AUTOCAST_SIZES = [(64, 64, 1, 8, 8), (64, 64, 1, 16, 16), (64, 64, 4, 16, 16),
+                  (512, 512, 2, 7, 7), (256, 1024, 1, 14, 14)]
+
+
+@pytest.mark.parametrize("c,f,n,h,w", AUTOCAST_SIZES)
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_gives_the_dtype_of_nn_conv2d(c, f, n, h, w, fmt, dtype):
+    ours, ref = _pair(c, f)
+    x = torch.randn(n, c, h, w).contiguous(memory_format=fmt)
+    assert n * h * w * c * f >= K.NATIVE_MIN_MACS or h == 8  # the sizes span the threshold
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        got, want = ours(x), ref(x)
+    assert got.dtype == want.dtype == dtype
+    torch.testing.assert_close(got, want, rtol=0, atol=0)  # the very same computation
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+def test_autocast_conv2d_kxk_gives_the_dtype_of_nn_conv2d(fmt):
+    torch.manual_seed(0)
+    ours = Conv2d(64, 64, 3, padding=1).eval()
+    ref = nn.Conv2d(64, 64, 3, padding=1).eval()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 64, 14, 14).contiguous(memory_format=fmt)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = ours(x), ref(x)
+    assert got.dtype == want.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with torch.no_grad():  # and float32 again outside it
+        assert ours(x).dtype == torch.float32

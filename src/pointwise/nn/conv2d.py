@@ -28,8 +28,8 @@ class Conv2d(nn.Conv2d):
     stride 1 or 2, on the depthwise kernel, on torch's OpenMP threads, with bias,
     ReLU/ReLU6 and the residual applied to each output tile; the weight is read from its
     own memory on every call, so any edit to it is seen. Everything else (autograd,
-    NCHW-contiguous input, other dtypes and devices, other groups, tracing and export) runs
-    ``nn.Conv2d``'s own forward, then the residual and activation.
+    NCHW-contiguous input, other dtypes and devices, other groups, autocast, tracing and
+    export) runs ``nn.Conv2d``'s own forward, then the residual and activation.
 
     Args:
         activation (str or None): ``"relu"``, ``"relu6"``, ``"silu"`` or ``"hardswish"``.
@@ -62,7 +62,8 @@ class Conv2d(nn.Conv2d):
             x.requires_grad or self.weight.requires_grad
             or (self.bias is not None and self.bias.requires_grad)
             or (residual is not None and residual.requires_grad))
-        if not grad and not _is_graph_capture():
+        # under autocast torch's conv decides the dtype, as for nn.Conv2d
+        if not grad and not _is_graph_capture() and not torch.is_autocast_enabled("cpu"):
             y = _native_taps.forward(self, x, residual, _activate)
             if y is not None:
                 return y

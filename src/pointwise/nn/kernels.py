@@ -104,7 +104,9 @@ def choose_kernel(
       above it conv2d wins or ties (at N=8: GoogLeNet 3a's 192→16/32/64, 0.26–0.94 ms
       against 0.30–0.98 ms; ResNet-50's layers by up to 1.2×), quiet-machine run of
       2026-11-25;
-    * everything else (NCHW input, CUDA, half types, groups, padding): ``conv2d``.
+    * everything else (NCHW input, CUDA, half types, groups, padding, and every float call
+      under autocast, whose dtype torch's conv2d then decides, as for ``nn.Conv2d``):
+      ``conv2d``.
 
     Measured and not chosen (benchmarks/bench_nn_kernels.py): a per-image ``W @ X_n`` on
     NCHW input, faster than conv2d alone at 56² but slower inside a model; and the NumPy core
@@ -116,6 +118,7 @@ def choose_kernel(
         return "numpy" if x.device.type == "cpu" else "conv2d"
     if (
         x.device.type != "cpu"
+        or torch.is_autocast_enabled("cpu")
         or x.dtype not in (torch.float32, torch.float64)
         or groups != 1
         or padding != (0, 0)
