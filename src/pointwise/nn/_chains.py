@@ -23,6 +23,9 @@ torchvision-style blocks, whatever their names. What it cannot see:
   conversion) is not covered.
 * Activations applied as functions (``F.relu(x)``, ``x.relu()``) are not modules and stay
   where they are; the BN before them is still folded.
+
+A module with hooks (forward, forward-pre, backward or backward-pre) is never part of a
+chain: folding or fusing would drop its hooks or change what they see.
 """
 
 from __future__ import annotations
@@ -37,10 +40,23 @@ from pointwise.nn.conv2d import Conv2d
 from pointwise.nn.module import ACTIVATION_MODULES, Conv1x1
 from pointwise.nn.report import ConvertReport
 
-__all__ = ["FUSABLE", "find_chains", "qualified"]
+__all__ = ["FUSABLE", "find_chains", "hooks", "qualified"]
 
 #: The activation modules a Conv1x1 can take over, and its name for each.
 FUSABLE: dict[type[nn.Module], str] = {cls: name for name, cls in ACTIVATION_MODULES.items()}
+
+
+_HOOKS = {"forward-pre": "_forward_pre_hooks", "forward": "_forward_hooks",
+          "backward-pre": "_backward_pre_hooks", "backward": "_backward_hooks"}
+
+
+def hooks(m: nn.Module) -> str | None:
+    """Why ``m`` must be left as it is because of its hooks ("has forward hooks"), or None."""
+    kinds = [kind for kind, attr in _HOOKS.items() if getattr(m, attr, None)]
+    if not kinds:
+        return None
+    return (f"has {' and '.join(kinds)} hooks, which converting it would drop or change; "
+            f"remove them, or register them after convert()")
 
 
 def qualified(prefix: str, name: str) -> str:
@@ -85,8 +101,9 @@ def find_chains(
 
 def _is_chain_head(m: nn.Module, fold_all: bool) -> bool:
     """A conv a chain can start at: a Conv1x1 or Conv2d, or with ``fold_all`` any stock
-    nn.Conv2d."""
-    return isinstance(m, (Conv1x1, Conv2d)) or (fold_all and type(m) is nn.Conv2d)
+    nn.Conv2d; none with hooks."""
+    return (isinstance(m, (Conv1x1, Conv2d)) or (fold_all and type(m) is nn.Conv2d)) \
+        and hooks(m) is None
 
 
 def _activation_taken(conv: nn.Module) -> bool:
@@ -107,7 +124,7 @@ def _graph_chains(module, graph, prefix, places, fold, fuse, chains, report,
         if u.op != "call_module" or u.args != (node,) or u.kwargs:
             return None
         m = module.get_submodule(u.target)
-        if type(m) not in kinds or calls[u.target] != 1 or places[id(m)] != 1:
+        if type(m) not in kinds or calls[u.target] != 1 or places[id(m)] != 1 or hooks(m):
             return None
         return m
 
@@ -150,11 +167,11 @@ def _sequential_chains(seq, prefix, places, fold, fuse, chains, fold_all=False) 
             continue
         j, bn_name, act_name = i + 1, None, None
         if fold and j < len(mods) and type(mods[j][1]) is nn.BatchNorm2d \
-                and places[id(mods[j][1])] == 1:
+                and places[id(mods[j][1])] == 1 and hooks(mods[j][1]) is None:
             bn_name, j = qualified(prefix, mods[j][0]), j + 1
         if fuse and not _activation_taken(conv) and j < len(mods) \
                 and type(mods[j][1]) in FUSABLE \
-                and places[id(mods[j][1])] == 1:
+                and places[id(mods[j][1])] == 1 and hooks(mods[j][1]) is None:
             act_name = qualified(prefix, mods[j][0])
         if bn_name or act_name:
             chains.append((qualified(prefix, name), bn_name, act_name))

@@ -35,6 +35,12 @@ What it does, in order:
 
 Steps 2 and 3 fold or fuse a pair only where ``torch.fx``'s data flow proves it direct; how,
 and what that cannot see, is in :mod:`pointwise.nn._chains`.
+
+A module with hooks (forward, forward-pre, backward or backward-pre: ``register_forward_hook``
+and its kin) is left as it is, and reported as skipped: a conv is not replaced and nothing is
+folded into it, a BatchNorm or activation is not folded or fused, and a block with a hooked
+module inside neither fuses its shortcut nor becomes a fused block. Converting them would
+drop the hooks, or change what they see.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from collections import Counter
 import torch
 from torch import nn
 
-from pointwise.nn._chains import FUSABLE, find_chains, qualified
+from pointwise.nn._chains import FUSABLE, find_chains, hooks, qualified
 from pointwise.nn.blocks import FusedDepthwiseSeparable, FusedInvertedResidual
 from pointwise.nn.conv2d import Conv2d
 from pointwise.nn.convert_kxk import replace_kxk
@@ -113,6 +119,7 @@ def convert(
     if not inplace:
         model = copy.deepcopy(model)
     report = ConvertReport()
+    _report_hooks(model, report)
     model = _replace_convs(model, report)
     if kxk:
         model = replace_kxk(model, report)
@@ -167,11 +174,23 @@ def to_conv2d(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     return model
 
 
+def _report_hooks(model: nn.Module, report: ConvertReport) -> None:
+    """Name every module convert() would touch that its hooks keep as it is."""
+    kinds: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.BatchNorm2d, *FUSABLE)
+    for name, m in model.named_modules():
+        why = hooks(m) if isinstance(m, kinds) else None
+        if why is not None:
+            report.skipped.append((name or "(model)", why))
+
+
 def _fuse_shortcuts(model: nn.Module, report: ConvertReport) -> None:
     """Step 4 of the module docstring: call every block's ``fuse_shortcut()`` hook."""
     for name, block in model.named_modules():
         hook = getattr(block, "fuse_shortcut", None)
-        if callable(hook):
+        if callable(hook) and any(hooks(m) for m in list(block.modules())[1:]):
+            report.skipped.append((name or "(model)", "a module inside has hooks; its "
+                                   "shortcut is not fused"))
+        elif callable(hook):
             conv = hook()
             if conv is not None:
                 report.shortcuts.append((name or "(model)", qualified(name, conv)))
@@ -186,6 +205,10 @@ def _fuse_blocks(model: nn.Module, report: ConvertReport) -> nn.Module:
     module for it."""
     for name, block in list(model.named_modules()):
         hook = getattr(block, "fused_block", None)
+        if callable(hook) and any(hooks(m) for m in list(block.modules())[1:]):
+            report.skipped.append((name or "(model)", "a module inside has hooks; the block "
+                                   "is not fused"))
+            continue
         new = hook() if callable(hook) else None
         if new is None:
             continue
@@ -210,6 +233,8 @@ def _convertible(conv: nn.Module) -> str | None:
     """Why this 1×1 conv is left alone, or None when it is replaced."""
     if type(conv) is not nn.Conv2d:
         return f"{type(conv).__name__} subclasses nn.Conv2d; its forward may differ"
+    if hooks(conv) is not None:
+        return "has hooks"
     if conv.padding_mode != "zeros":
         return f"padding_mode={conv.padding_mode!r}: Conv1x1 pads with zeros only"
     return None
@@ -227,7 +252,8 @@ def _replace_convs(model: nn.Module, report: ConvertReport) -> nn.Module:
     if _is_1x1_conv(model):  # the model is itself one conv
         why = _convertible(model)
         if why is not None:
-            report.skipped.append(("(model)", why))
+            if why != "has hooks":  # reported with its kinds already
+                report.skipped.append(("(model)", why))
             return model
         report.replaced.append("(model)")
         return Conv1x1.from_conv2d(model)  # type: ignore[arg-type]
@@ -237,7 +263,8 @@ def _replace_convs(model: nn.Module, report: ConvertReport) -> nn.Module:
             continue
         why = _convertible(child)
         if why is not None:
-            report.skipped.append((qualname, why))
+            if why != "has hooks":  # reported with its kinds already
+                report.skipped.append((qualname, why))
             continue
         if id(child) not in new:
             new[id(child)] = Conv1x1.from_conv2d(child)

@@ -12,14 +12,16 @@ it and an activation module that directly follows is fused into its epilogue, an
 whose last conv it is may hand it the shortcut (``fuse_shortcut()``: ResNet's BasicBlock).
 
 Left as they are: other convs with groups, whose kernels are not these;
-1×1 convs (the 1×1 pass's); subclasses of ``nn.Conv2d``, whose forward may differ; and
-``padding_mode`` other than ``"zeros"`` (reported).
+1×1 convs (the 1×1 pass's); subclasses of ``nn.Conv2d``, whose forward may differ;
+``padding_mode`` other than ``"zeros"`` (reported); and convs with hooks (reported by
+``convert()``), which the swap would drop.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from pointwise.nn._chains import hooks
 from pointwise.nn._native_taps import is_depthwise3x3
 from pointwise.nn.conv2d import Conv2d
 from pointwise.nn.report import ConvertReport
@@ -30,7 +32,8 @@ __all__ = ["replace_kxk"]
 def _candidate(m: nn.Module) -> bool:
     return (type(m) is nn.Conv2d and tuple(m.kernel_size) != (1, 1)
             and (m.groups == 1 or is_depthwise3x3(m))
-            and not isinstance(m.weight, nn.parameter.UninitializedParameter))
+            and not isinstance(m.weight, nn.parameter.UninitializedParameter)
+            and hooks(m) is None)
 
 
 def replace_kxk(model: nn.Module, report: ConvertReport) -> nn.Module:
