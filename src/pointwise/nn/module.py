@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pointwise.layout import check_activation
+from pointwise.nn import _fastcall
 from pointwise.nn import functional as PF
 
 __all__ = ["Conv1x1"]
@@ -71,8 +72,9 @@ class Conv1x1(nn.Module):
     """
 
     # None and str would give instances different TorchScript types, which makes
-    # torch.jit.trace's check fail; forward reads it in Python only.
-    __jit_ignored_attributes__: ClassVar[list[str]] = ["activation"]
+    # torch.jit.trace's check fail, and a plan (pointwise.nn._fastcall) is no TorchScript
+    # type; forward reads both in Python only.
+    __jit_ignored_attributes__: ClassVar[list[str]] = ["activation", "_plan"]
 
     def __init__(
         self,
@@ -118,8 +120,12 @@ class Conv1x1(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``activation(conv(x) + bias + residual)``; ``residual`` (the output's shape) is
         optional, a residual block's shortcut added before the activation."""
+        if residual is None:  # an inference call planned before (pointwise.nn._fastcall)
+            y = _fastcall.call(self, x)
+            if y is not None:
+                return y
         try:
-            return PF.conv1x1(
+            y = PF.conv1x1(
                 x, self.weight, self.bias, layout="CHW" if x.dim() == 3 else "NCHW",
                 stride=self.stride, padding=self.padding, groups=self.groups,
                 activation=self.activation, residual=residual,
@@ -131,6 +137,9 @@ class Conv1x1(nn.Module):
                     f"for weight {tuple(self.weight.shape)}, but got {x.shape[-3]} channels "
                     f"instead") from None
             raise
+        if residual is None:
+            _fastcall.plan(self, x)
+        return y
 
     def extra_repr(self) -> str:
         parts = [str(self.in_channels), str(self.out_channels)]

@@ -31,6 +31,7 @@
  *   openblas.c      OpenBLAS's threaded work (NumPy's matmul) run on that pool
  *   openmp.c        running a job on the host's (torch's) OpenMP team instead
  *   module.c        the Python interface: argument checks, buffers, the GIL
+ *   module_at.c     ... its entries that take operands by address (pointwise.nn's calls)
  *   module_blocks.c ... its entry for the fused blocks
  *
  * Everything but module.c is compiled for x86-64 with GCC or clang only (PW_X86); elsewhere
@@ -273,6 +274,9 @@ int pw_run_released(part_fn fn, void *job, long long macs, int threads, atomic_i
 #endif
 /* module_blocks.c */
 PyObject *pw_py_block(PyObject *self, PyObject *args);
+/* module_at.c */
+PyObject *pw_py_rows_at(PyObject *self, PyObject *args);
+PyObject *pw_py_cols_at(PyObject *self, PyObject *args);
 
 /* microkernels.c (a stub that answers NULL off x86-64): the instruction set a name asks for,
  * "avx512" or "avx2", if this CPU runs it. */

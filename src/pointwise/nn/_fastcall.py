@@ -1,0 +1,127 @@
+"""``Conv1x1``'s inference call, planned once per layer and input layout.
+
+A batch-1 layer is little arithmetic: at 16×16 64→64 the kernels' call takes ~18 µs on two
+threads, and the general path (:func:`pointwise.nn.functional.conv1x1`) spent ~60 µs more
+deciding what to run: checking the arguments, picking the kernel, making NumPy views of every
+tensor (86 µs a call in all, NCHW, against ``nn.Conv2d``'s 46). None of that depends on the
+values in the tensors, only on what :func:`_key` holds (shapes, strides, dtypes, devices, the
+module's options), so a module keeps the decision, its :class:`Plan`, for the last key it
+saw, and a call that matches it reads the tensors' data pointers and runs: 38 µs against
+``nn.Conv2d``'s 42 (``benchmarks/bench_nn_call.py --suite batch1``).
+
+The weight and bias are never copied into a plan: every call reads them where they are, so
+any edit to them is seen, as on the general path. Only the first call of a key takes the
+general path, which validates it (a bad input raises there and leaves no plan), and calls a
+plan cannot run (autograd, autocast, a residual, tracing, torch.func's tensors) take it every
+time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from pointwise.kernels import native as _native
+from pointwise.nn import _native_torch as _nt
+from pointwise.nn.kernels import _activate, _is_graph_capture, _run, choose_kernel
+
+__all__ = ["Plan", "call", "plan"]
+
+
+class Plan(NamedTuple):
+    """How to run one layer on one input layout: plain data, so modules still pickle.
+
+    ``kind``: ``"rows"`` (channels-last input, the kernels' rows driver), ``"cols"`` (NCHW,
+    their cols driver), ``"run"`` (another kernel of :func:`choose_kernel`, ``kernel``, run
+    without the checks), or ``""`` (the general path, every time).
+    """
+
+    key: tuple
+    kind: str
+    kernel: str
+    out: tuple[int, int, int, int]  # (N, F, Ho, Wo)
+    act: int  # the kernels' code of a fused activation
+    after: str | None  # an activation applied afterwards, in place
+    dims: tuple  # rows: (ldx, grid, ldw, M, C); cols: (ldw, xn, xc, C); strides in floats
+
+
+def _key(m: Any, x: torch.Tensor) -> tuple:
+    w, b = m.weight, m.bias
+    return (x.shape, x.stride(), x.dtype, x.device, w.shape, w.stride(), w.dtype,
+            None if b is None else (b.shape, b.stride(), b.dtype), m.stride, m.padding,
+            m.groups, m.activation)
+
+
+def call(m: Any, x: torch.Tensor) -> torch.Tensor | None:
+    """``m(x)`` by ``m``'s plan for ``x``, or None: no plan yet, or one that can't run."""
+    p: Plan | None = m.__dict__.get("_plan")
+    w, b = m.weight, m.bias
+    if p is None or not p.kind or (torch.is_grad_enabled() and (
+            x.requires_grad or w.requires_grad or (b is not None and b.requires_grad))):
+        return None
+    if torch.is_autocast_enabled("cpu") or _is_graph_capture() or p.key != _key(m, x):
+        return None
+    if p.kind == "run":
+        return _run(p.kernel, x, w, b, m.stride, m.padding, m.groups, m.activation)
+    try:
+        xa, wa, ba = x.data_ptr(), w.data_ptr(), 0 if b is None else b.data_ptr()
+    except RuntimeError:  # torch.func's tensors have no memory of their own
+        return None
+    n, f, ho, wo = p.out
+    team = torch.get_num_threads()
+    kernels = _native._kernel
+    assert kernels is not None  # a rows or cols plan is made only where they run
+    if p.kind == "rows":
+        ldx, grid, ldw, rows, c = p.dims
+        y = _nt.BUFFERS.empty((n, ho, wo, f))  # (N, Ho, Wo, F)
+        ok = kernels.rows_at(team, True, p.act, xa, ldx, grid, wa, ldw, True, y.data_ptr(),
+                             f, ba, rows, c, f)
+        y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
+    else:
+        ldw, xn, xc, c = p.dims
+        y4 = _nt.BUFFERS.empty((n, f, ho, wo))  # (N, F, Ho, Wo)
+        ok = kernels.cols_at(team, True, p.act, wa, ldw, xa, xn, xc, y4.data_ptr(),
+                             f * ho * wo, ho * wo, ba, n, ho * wo, c, f)
+    if not ok:
+        return None
+    return y4 if p.after is None else _activate(y4, p.after)
+
+
+def plan(m: Any, x: torch.Tensor) -> None:
+    """Keep on ``m`` the plan for inputs like ``x``, which the general path just ran
+    without an error; nothing when such calls must take the general path."""
+    w, b = m.weight, m.bias
+    if (x.dim() != 4 or w.dim() != 4 or torch.is_grad_enabled()
+            or torch.is_autocast_enabled("cpu") or _is_graph_capture()
+            or type(x) is not torch.Tensor or (b is not None and b.dim() != 1)):
+        return
+    key = _key(m, x)
+    old: Plan | None = m.__dict__.get("_plan")
+    if old is not None and old.key == key:
+        return
+    try:
+        x.data_ptr()
+    except RuntimeError:
+        return
+    n, c, h, wd = x.shape
+    f = w.shape[0]
+    s0, s1 = m.stride
+    ho, wo = (h + 2 * m.padding[0] - 1) // s0 + 1, (wd + 2 * m.padding[1] - 1) // s1 + 1
+    kernel = choose_kernel(x, w, b, m.stride, m.padding, m.groups)
+    fused = m.activation in _native.ACTIVATIONS
+    act, after = (_native.ACTIVATIONS[m.activation], None) if fused else (0, m.activation)
+    kind = ""
+    dims: tuple[Any, ...] = ()
+    sn, sc, sh, sw = x.stride()
+    wf, wc = w.stride()[:2]
+    if kernel == "native" and wc == 1 and c * f < _nt.TAPS_1X1_MIN_WEIGHTS:
+        if sc == 1 and m.stride == (1, 1) and x.permute(0, 2, 3, 1).is_contiguous():
+            kind, dims = "rows", (c, (0, 0, 0, 0, 0), wf, n * h * wd, c)  # the (M, C) view
+        elif sc == 1:  # the strided (N, Ho, Wo, C) view, its pixels gathered by the kernel
+            kind, dims = "rows", (0, (ho, wo, sn, sh * s0, sw * s1), wf, n * ho * wo, c)
+        elif x.is_contiguous() and m.stride == (1, 1):
+            kind, dims = "cols", (wf, sn, sc, c)  # x (N, C, H·W): images sn apart, channels sc
+    elif kernel in ("native", "addmm", "conv2d"):
+        kind = "run"
+    m.__dict__["_plan"] = Plan(key, kind, kernel, (n, f, ho, wo), act, after, dims)
