@@ -144,3 +144,19 @@ def test_a_changed_weight_is_read_again():
     with torch.inference_mode():
         y1 = fused(x)
     torch.testing.assert_close(y1, 2 * (y0 - x - b) + b + x, rtol=1e-4, atol=1e-4)
+
+
+def test_the_module_hands_the_kernel_weights_packed_once(monkeypatch):
+    if not _native.ENABLED:
+        pytest.skip("compiled kernels not built or not used on this CPU")
+    fused, _ = convert(randomize_bn(InvertedResidual(16, 24, 2, 6)))
+    packs, seen = [], []
+    real_pack, real_block = _native.pack_taps, _native.block
+    monkeypatch.setattr(_native, "pack_taps", lambda w: packs.append(w.shape) or real_pack(w))
+    monkeypatch.setattr(_native, "block", lambda *a, **k: seen.append(k["packed"]) or
+                        real_block(*a, **k))
+    x = torch.randn(1, 16, 9, 9).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        fused(x)
+        fused(x)
+    assert packs == [(1, 1, 16, 96), (1, 1, 96, 24)] and seen == [True, True]

@@ -29,16 +29,17 @@ static float *pack(const isa_t *isa, const Py_buffer *w, int slot, int threads, 
 #endif
 
 /* block(threads, x, we, be, wd, bd, wp, bp, y, (act_e, act_d, act_p), stride, residual,
- * openmp=False): x (N, H, W, C), we (C, E) or None, wd (3, 3, E) contiguous, wp (E, F),
- * biases (E,), (E,), (F,) or None, y (M, F) with M = N·Ho·Wo. */
+ * packed=False, openmp=False): x (N, H, W, C), we (C, E) or None, wd (3, 3, E) contiguous,
+ * wp (E, F), biases (E,), (E,), (F,) or None, y (M, F) with M = N·Ho·Wo; with packed, we and
+ * wp are 1-D, packed as taps_pack packs them (the nn modules pack once per weight). */
 PyObject *pw_py_block(PyObject *self, PyObject *args) {
     (void)self;
-    int threads, acts[3], stride, residual, openmp = 0, n = 0, ok = 0;
+    int threads, acts[3], stride, residual, packed = 0, openmp = 0, n = 0, ok = 0;
     PyObject *xo, *weo, *beo, *wdo, *bdo, *wpo, *bpo, *yo;
     Py_buffer v[8];
-    if (!PyArg_ParseTuple(args, "iOOOOOOOO(iii)ip|p", &threads, &xo, &weo, &beo, &wdo, &bdo,
+    if (!PyArg_ParseTuple(args, "iOOOOOOOO(iii)ip|pp", &threads, &xo, &weo, &beo, &wdo, &bdo,
                           &wpo, &bpo, &yo, &acts[0], &acts[1], &acts[2], &stride, &residual,
-                          &openmp))
+                          &packed, &openmp))
         return NULL;
     for (int i = 0; i < 3; i++)
         if (!pw_check_options(acts[i], openmp)) return NULL;
@@ -51,11 +52,11 @@ PyObject *pw_py_block(PyObject *self, PyObject *args) {
     void *we, *be, *bd, *bp, *yb;
     int iwe = -1, ibe = -1, iwd, ibd = -1, iwp, ibp = -1;  /* their views' indices */
     if (isa == NULL || !pw_float_view(xo, &v[n++], 4, 0) ||
-        ((iwe = n), !optional(weo, v, &n, 2, 0, &we)) ||
+        ((iwe = n), !optional(weo, v, &n, packed ? 1 : 2, 0, &we)) ||
         ((ibe = n), !optional(beo, v, &n, 1, 0, &be)) ||
         ((iwd = n), !pw_float_view(wdo, &v[n++], 3, 0)) ||
         ((ibd = n), !optional(bdo, v, &n, 1, 0, &bd)) ||
-        ((iwp = n), !pw_float_view(wpo, &v[n++], 2, 0)) ||
+        ((iwp = n), !pw_float_view(wpo, &v[n++], packed ? 1 : 2, 0)) ||
         ((ibp = n), !optional(bpo, v, &n, 1, 0, &bp)) || !optional(yo, v, &n, 2, 1, &yb) ||
         yb == NULL) {
         pw_release(v, n);
@@ -63,13 +64,16 @@ PyObject *pw_py_block(PyObject *self, PyObject *args) {
     }
     const Py_buffer *x = &v[0], *wd = &v[iwd], *wp = &v[iwp], *y = &v[n - 1];
     const idx N = x->shape[0], H = x->shape[1], W = x->shape[2], C = x->shape[3];
-    const idx E = wd->shape[2], F = wp->shape[1];
+    const idx E = wd->shape[2], F = y->shape[1];
     const idx Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
     const idx sn = x->strides[0] / 4, sh = x->strides[1] / 4, sw = x->strides[2] / 4;
-    const int shapes = (we ? v[iwe].shape[0] == C && v[iwe].shape[1] == E : E == C) &&
+    const int we_ok = !we || (packed ? v[iwe].shape[0] == pw_taps_packed_size(isa, C, E)
+                                     : v[iwe].shape[0] == C && v[iwe].shape[1] == E);
+    const int wp_ok = packed ? wp->shape[0] == pw_taps_packed_size(isa, E, F)
+                             : wp->shape[0] == E && wp->shape[1] == F;
+    const int shapes = we_ok && wp_ok && (we || E == C) &&
                        wd->shape[0] == 3 && wd->shape[1] == 3 && wd->strides[1] == 4 * E &&
-                       wd->strides[0] == 12 * E && wp->shape[0] == E &&
-                       y->shape[0] == N * Ho * Wo && y->shape[1] == F &&
+                       wd->strides[0] == 12 * E && y->shape[0] == N * Ho * Wo &&
                        (!be || v[ibe].shape[0] == E) && (!bd || v[ibd].shape[0] == E) &&
                        (!bp || v[ibp].shape[0] == F);
     const int res_ok = !residual || (stride == 1 && C == F && sh == W * sw);
@@ -78,8 +82,13 @@ PyObject *pw_py_block(PyObject *self, PyObject *args) {
                        wd->buf, bd, NULL, bp, acts[0], acts[1], acts[2], residual, y->buf,
                        y->strides[0] / 4, 0};
         ok = -1;
-        if ((we == NULL || (j.We = pack(isa, &v[iwe], 4, threads, openmp, &j.failed)) != NULL) &&
-            (j.Wp = pack(isa, wp, 5, threads, openmp, &j.failed)) != NULL) {
+        if (packed) {
+            j.We = we;
+            j.Wp = wp->buf;
+        }
+        if ((packed || we == NULL ||
+             (j.We = pack(isa, &v[iwe], 4, threads, openmp, &j.failed)) != NULL) &&
+            (packed || (j.Wp = pack(isa, wp, 5, threads, openmp, &j.failed)) != NULL)) {
             const long long macs = (long long)N * Ho * Wo * (E * F + 9 * E) +
                                    (we ? (long long)N * H * W * C * E : 0);
             ok = pw_run_released(pw_block_part, &j, macs, threads, &j.failed, openmp);
