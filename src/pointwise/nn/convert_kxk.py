@@ -2,8 +2,8 @@
 :class:`pointwise.nn.Conv2d`, whose inference runs on the taps kernels, and so does every
 depthwise 3×3 conv (padding 1, stride 1 or 2: MobileNet's), which runs on the depthwise
 kernel. Against torch's channels_last depthwise conv (interleaved, N=8, 2 threads, + ReLU6)
-that kernel ran MobileNetV2's ten depthwise shapes at 0.98-2.24× (1.0× where both stream
-from memory: 112×112×32, 28×28×192).
+that kernel ran MobileNetV2's ten depthwise shapes at 0.94-1.65× (about 1.0× where both
+stream from memory: 112×112×96/2, 56×56×144/2).
 
 The swap keeps the parameters, their state_dict keys and the conv's options, and is always
 safe: ``Conv2d`` is ``nn.Conv2d`` with a fused epilogue that starts empty. The later passes
