@@ -52,8 +52,8 @@ def available() -> bool:
 #: others on the rows kernel; both pack the weight on every call, the taps kernels once for
 #: all threads, the rows kernel per thread for its rows. Interleaved, 2 threads, bias + ReLU,
 #: channels-last, ResNet-50's 1×1 layers (``benchmarks/bench_nn_call.py --suite pack``):
-#: taps ran at 0.98-1.12× rows' speed at N=8 and 0.95-1.12× at N=1 where C·F ≥ 2^18 (14×14
-#: and 7×7), and at 0.92-1.06× and 0.60-0.96× below.
+#: taps ran at 1.00-1.11× rows' speed at N=8 and 1.04-1.15× at N=1 where C·F ≥ 2^18 (14×14
+#: and 7×7), and at 0.88-1.07× and 0.90-1.01× below.
 TAPS_1X1_MIN_WEIGHTS = 1 << 18
 
 
