@@ -190,15 +190,15 @@ def depthwise(x: np.ndarray, w: np.ndarray, y: np.ndarray, b: np.ndarray | None,
 def block(x: np.ndarray, we: np.ndarray | None, be: np.ndarray | None, wd: np.ndarray,
           bd: np.ndarray | None, wp: np.ndarray, bp: np.ndarray | None, y: np.ndarray,
           acts: tuple[str | None, str | None, str | None], stride: int, residual: bool, *,
-          packed: bool = False, team: int = 0) -> bool:
+          transposed: bool = False, team: int = 0) -> bool:
     """A fused block, ``y (M, F) = act_p(act_d(dw3x3(act_e(x @ we + be)) + bd) @ wp + bp
     [+ x])``, in one pass over bands of rows on the kernels; False if they can't.
 
     ``x`` (N, H, W, C) with unit channel stride (each image's rows one run of pixels when
     ``residual``), ``we`` (C, E) or None (no expansion: E = C), ``wd`` (3, 3, E) contiguous,
     ``wp`` (E, F); ``y`` (M, F) with M = N·Ho·Wo, rows evenly spaced; padding 1, ``stride``
-    1 or 2; ``acts`` the three activations. ``packed``: ``we`` and ``wp`` come packed by
-    :func:`pack_taps` (as (1, 1, C, E) and (1, 1, E, F) weights), not packed for the call.
+    1 or 2; ``acts`` the three activations. ``transposed``: ``we`` (E, C) and ``wp`` (F, E),
+    torch's storage of the 1×1 weights, read transposed as they are packed for the call.
     ``team`` as for :func:`rows`.
     """
     codes = tuple(ACTIVATIONS.get(a, -1) for a in acts)
@@ -207,7 +207,7 @@ def block(x: np.ndarray, we: np.ndarray | None, be: np.ndarray | None, wd: np.nd
     e, f = wd.shape[2], y.shape[1]
     macs = y.shape[0] * (e * f + 9 * e) + (0 if we is None else x.size * e)
     n = team if team > 0 else threads(macs)
-    return _kernel.block(n, x, we, be, wd, bd, wp, bp, y, codes, stride, residual, packed,
+    return _kernel.block(n, x, we, be, wd, bd, wp, bp, y, codes, stride, residual, transposed,
                          team > 0 or (n > 1 and on_host_team()))
 
 

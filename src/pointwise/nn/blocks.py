@@ -46,8 +46,6 @@ class _Fused(nn.Module):
         self.dw = dw
         self.project = project
         self.residual = residual
-        # ((weight versions, pointers, instruction set), (we, wd, wp) as the kernel reads)
-        self._kernel_weights: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (not torch.is_grad_enabled() or not _needs_grad(self, x)) and not _is_graph_capture():
@@ -70,47 +68,31 @@ class _Fused(nn.Module):
         ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
         f = self.project.out_channels
         try:
-            we, wd, wp, packed = self._weights()
+            we, wd, wp = self._weights()
             y = _nt.BUFFERS.empty((n, ho, wo, f))  # (N, Ho, Wo, F)
             bias = [None if c is None or c.bias is None else _nt._view(c.bias)
                     for c in (self.expand, self.dw, self.project)]
             if not _native.block(_nt._view(xl), we, bias[0], wd, bias[1], wp, bias[2],
                                  _nt._view(y).reshape(n * ho * wo, f), self.acts, s,
-                                 self.residual, packed=packed, team=torch.get_num_threads()):
+                                 self.residual, transposed=True,
+                                 team=torch.get_num_threads()):
                 return None
         except _nt._NoView:  # a tensor without plain memory (vmap's wrappers, say)
             return None
         return y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
 
     def _weights(self) -> tuple[Any, ...]:
-        """(we, wd (3, 3, E), wp, packed), made once per version of the weights: we and wp
-        packed for the kernel (packed True; per call they were 0.5-1 ms of MobileNetV2's
-        forward), or where that fails the (C, E) and (E, F) matrices."""
-        convs = [c for c in (self.expand, self.dw, self.project) if c is not None]
-        versioned = not any(c.weight.is_inference() for c in convs)  # else: no _version
-        key = (tuple((c.weight._version, c.weight.data_ptr()) for c in convs), _native.ISA) \
-            if versioned else None
-        hit = self._kernel_weights
-        if hit is not None and key is not None and hit[0] == key:
-            return hit[1]
-
+        """(we (E, C) or None, wd (3, 3, E), wp (F, E)): the 1×1 weights as views of torch's
+        own (F, C) storage, which the kernel packs on every call (as every pointwise.nn
+        inference call does: no edit to a weight, however made, leaves a stale copy), and
+        the depthwise weight copied (9·E floats)."""
         def matrix(conv: Any) -> np.ndarray:
-            w = conv.weight.detach()[:, :, 0, 0].t()  # (F, C, 1, 1) -> (C, F)
-            return np.ascontiguousarray(_nt._view(w))
+            w = conv.weight.detach()
+            return _nt._view(w.reshape(w.shape[0], w.shape[1]))  # (F, C, 1, 1) -> (F, C)
 
         we = None if self.expand is None else matrix(self.expand)
         wd = np.ascontiguousarray(_nt._view(self.dw.weight.detach()[:, 0].permute(1, 2, 0)))
-        wp = matrix(self.project)  # wd: (E, 1, 3, 3) -> (3, 3, E)
-        pe = None if we is None else _native.pack_taps(we[None, None])  # (1, 1, C, E)
-        pp = _native.pack_taps(wp[None, None])  # (1, 1, E, F)
-        ok = pp is not None and (we is None or pe is not None)
-        out = (pe, wd, pp, True) if ok else (we, wd, wp, False)
-        self._kernel_weights = None if key is None else (key, out)
-        return out
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self.__dict__.setdefault("_kernel_weights", None)
+        return we, wd, matrix(self.project)  # wd: (E, 1, 3, 3) -> (3, 3, E)
 
     def to_conv2d(self) -> nn.Module:
         """The block as torch's own modules (``nn.Conv2d`` and activations)."""

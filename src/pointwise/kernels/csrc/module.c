@@ -427,11 +427,11 @@ static PyMethodDef methods[] = {
      "cols_at(threads, openmp, act, w, ldw, x, xn, xc, y, yn, yf, bias, N, P, K, F) -> bool:\n"
      "cols() on operands given by address and strides (in floats); see module_at.c."},
     {"block", pw_py_block, METH_VARARGS,
-     "block(threads, x, we, be, wd, bd, wp, bp, y, acts, stride, residual, packed=False,\n"
+     "block(threads, x, we, be, wd, bd, wp, bp, y, acts, stride, residual, transposed=False,\n"
      "openmp=False)\n"
      "-> bool: y (M, F) = act_p(act_d(dw3x3(act_e(x @ we + be)) + bd) @ wp + bp [+ x]),\n"
      "x (N, H, W, C), we (C, E) or None, wd (3, 3, E), wp (E, F), acts = (act_e, act_d,\n"
-     "act_p), padding 1, stride 1 or 2; M = N·Ho·Wo; packed: we, wp by taps_pack."},
+     "act_p), padding 1, stride 1 or 2; M = N·Ho·Wo; transposed: we (E, C), wp (F, E)."},
     {"openmp", py_openmp, METH_VARARGS,
      "openmp(path) -> bool: bind to the libgomp at path if the process has loaded it (torch\n"
      "does), so that calls with openmp=True run on its threads; False: not loaded, nothing\n"

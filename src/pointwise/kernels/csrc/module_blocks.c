@@ -16,30 +16,35 @@ static int optional(PyObject *o, Py_buffer *v, int *n, int ndim, int writable, v
     return 1;
 }
 
-/* w (K, F) rows ldw apart packed, in parallel, into the calling thread's slot `slot`. */
-static float *pack(const isa_t *isa, const Py_buffer *w, int slot, int threads, int openmp,
-                   atomic_int *failed) {
-    const idx K = w->shape[0], F = w->shape[1];
+/* w (K, F) rows ldw apart, or with t torch's (F, K) storage, packed, in parallel, into the
+ * calling thread's slot `slot`. */
+static float *pack(const isa_t *isa, const Py_buffer *w, int t, int slot, int threads,
+                   int openmp, atomic_int *failed) {
+    const idx K = w->shape[t], F = w->shape[1 - t];
     float *out = pw_scratch(slot, (size_t)pw_taps_packed_size(isa, K, F));
     if (out == NULL) return NULL;
     taps_pack_job p = {isa, w->buf, K, F, w->strides[0] / 4, out};
+    if (t) {  /* element (c, f) at f * ldw + c: one kernel tap of C = K rows, read transposed */
+        p.KW = 1, p.C = K, p.sc = 1, p.sf = w->strides[0] / 4;
+        p.ldw = 0;
+    }
     return pw_run_released(pw_taps_pack_part, &p, (long long)K * F, threads, failed, openmp) > 0
                ? out : NULL;
 }
 #endif
 
 /* block(threads, x, we, be, wd, bd, wp, bp, y, (act_e, act_d, act_p), stride, residual,
- * packed=False, openmp=False): x (N, H, W, C), we (C, E) or None, wd (3, 3, E) contiguous,
- * wp (E, F), biases (E,), (E,), (F,) or None, y (M, F) with M = N·Ho·Wo; with packed, we and
- * wp are 1-D, packed as taps_pack packs them (the nn modules pack once per weight). */
+ * transposed=False, openmp=False): x (N, H, W, C), we (C, E) or None, wd (3, 3, E)
+ * contiguous, wp (E, F), biases (E,), (E,), (F,) or None, y (M, F) with M = N·Ho·Wo; with
+ * transposed, we (E, C) and wp (F, E), torch's storage, packed from it on every call. */
 PyObject *pw_py_block(PyObject *self, PyObject *args) {
     (void)self;
-    int threads, acts[3], stride, residual, packed = 0, openmp = 0, n = 0, ok = 0;
+    int threads, acts[3], stride, residual, t = 0, openmp = 0, n = 0, ok = 0;
     PyObject *xo, *weo, *beo, *wdo, *bdo, *wpo, *bpo, *yo;
     Py_buffer v[8];
     if (!PyArg_ParseTuple(args, "iOOOOOOOO(iii)ip|pp", &threads, &xo, &weo, &beo, &wdo, &bdo,
                           &wpo, &bpo, &yo, &acts[0], &acts[1], &acts[2], &stride, &residual,
-                          &packed, &openmp))
+                          &t, &openmp))
         return NULL;
     for (int i = 0; i < 3; i++)
         if (!pw_check_options(acts[i], openmp)) return NULL;
@@ -52,11 +57,11 @@ PyObject *pw_py_block(PyObject *self, PyObject *args) {
     void *we, *be, *bd, *bp, *yb;
     int iwe = -1, ibe = -1, iwd, ibd = -1, iwp, ibp = -1;  /* their views' indices */
     if (isa == NULL || !pw_float_view(xo, &v[n++], 4, 0) ||
-        ((iwe = n), !optional(weo, v, &n, packed ? 1 : 2, 0, &we)) ||
+        ((iwe = n), !optional(weo, v, &n, 2, 0, &we)) ||
         ((ibe = n), !optional(beo, v, &n, 1, 0, &be)) ||
         ((iwd = n), !pw_float_view(wdo, &v[n++], 3, 0)) ||
         ((ibd = n), !optional(bdo, v, &n, 1, 0, &bd)) ||
-        ((iwp = n), !pw_float_view(wpo, &v[n++], packed ? 1 : 2, 0)) ||
+        ((iwp = n), !pw_float_view(wpo, &v[n++], 2, 0)) ||
         ((ibp = n), !optional(bpo, v, &n, 1, 0, &bp)) || !optional(yo, v, &n, 2, 1, &yb) ||
         yb == NULL) {
         pw_release(v, n);
@@ -67,10 +72,8 @@ PyObject *pw_py_block(PyObject *self, PyObject *args) {
     const idx E = wd->shape[2], F = y->shape[1];
     const idx Ho = (H - 1) / stride + 1, Wo = (W - 1) / stride + 1;
     const idx sn = x->strides[0] / 4, sh = x->strides[1] / 4, sw = x->strides[2] / 4;
-    const int we_ok = !we || (packed ? v[iwe].shape[0] == pw_taps_packed_size(isa, C, E)
-                                     : v[iwe].shape[0] == C && v[iwe].shape[1] == E);
-    const int wp_ok = packed ? wp->shape[0] == pw_taps_packed_size(isa, E, F)
-                             : wp->shape[0] == E && wp->shape[1] == F;
+    const int we_ok = !we || (v[iwe].shape[t] == C && v[iwe].shape[1 - t] == E);
+    const int wp_ok = wp->shape[t] == E && wp->shape[1 - t] == F;
     const int shapes = we_ok && wp_ok && (we || E == C) &&
                        wd->shape[0] == 3 && wd->shape[1] == 3 && wd->strides[1] == 4 * E &&
                        wd->strides[0] == 12 * E && y->shape[0] == N * Ho * Wo &&
@@ -82,13 +85,8 @@ PyObject *pw_py_block(PyObject *self, PyObject *args) {
                        wd->buf, bd, NULL, bp, acts[0], acts[1], acts[2], residual, y->buf,
                        y->strides[0] / 4, 0};
         ok = -1;
-        if (packed) {
-            j.We = we;
-            j.Wp = wp->buf;
-        }
-        if ((packed || we == NULL ||
-             (j.We = pack(isa, &v[iwe], 4, threads, openmp, &j.failed)) != NULL) &&
-            (packed || (j.Wp = pack(isa, wp, 5, threads, openmp, &j.failed)) != NULL)) {
+        if ((we == NULL || (j.We = pack(isa, &v[iwe], t, 4, threads, openmp, &j.failed)) != NULL) &&
+            (j.Wp = pack(isa, wp, t, 5, threads, openmp, &j.failed)) != NULL) {
             const long long macs = (long long)N * Ho * Wo * (E * F + 9 * E) +
                                    (we ? (long long)N * H * W * C * E : 0);
             ok = pw_run_released(pw_block_part, &j, macs, threads, &j.failed, openmp);
