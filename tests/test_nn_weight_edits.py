@@ -220,3 +220,31 @@ def test_the_compiled_kernels_see_an_uncounted_edit(size, edit):
         assert conv.weight._version == version  # unseen by the counter
         torch.testing.assert_close(conv(x).double(), _expected(conv, x, None), rtol=1e-4,
                                    atol=1e-4)
+
+
+@settings(max_examples=20, deadline=None)
+@given(edits=st.lists(st.tuples(st.sampled_from(EDITS), st.sampled_from(["weight", "bias"]),
+                                st.sampled_from(["expand", "project"])), min_size=1, max_size=3),
+       residual=st.booleans(), seed=st.integers(0, 2**16))
+def test_a_fused_block_sees_every_edit(edits, residual, seed):
+    """convert()'s fused MobileNet blocks read their convs' weights on every call too."""
+    from pointwise.models.mobilenet import InvertedResidual
+    from pointwise.nn import FusedInvertedResidual
+
+    torch.manual_seed(seed)
+    block = InvertedResidual(16, 16 if residual else 24, 1 if residual else 2, 6).eval()
+    fused, _ = convert(block)
+    assert isinstance(fused, FusedInvertedResidual)
+    x = torch.randn(2, 16, 10, 10).contiguous(memory_format=CL)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for edit, name, where in edits:
+            fused(x)
+            conv = getattr(fused, where)
+            if edit in (_parametrize, _prune_mask, _new_parameter):
+                edit = _data_copy  # a new module structure is not the block's any more
+            edit(conv, name, g)
+            want = fused.to_conv2d().eval()(x)
+            torch.testing.assert_close(fused(x), want, rtol=1e-4, atol=1e-4,
+                                       msg=lambda m, e=edit, n=name, w=where:
+                                       f"after {e.__name__}({w}.{n}): {m}")
