@@ -51,6 +51,26 @@ def missing() -> list[str]:
     return [n for n in OPTIONAL if module(n) is None]
 
 
+def onnx_graph(nodes: list[Any], inits: list[Any], x_nchw: np.ndarray, ref: np.ndarray,
+               threads: int) -> list[Impl]:
+    """onnxruntime on a graph of ``nodes`` from input ``x`` to output ``y``, with the
+    initializers ``inits``, as one NCHW implementation checked against ``ref`` (NHWC)."""
+    ort = module("onnxruntime")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_nchw.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    return [Impl("onnxruntime", "onnxruntime", "NCHW", "onnxruntime",
+                 lambda: sess.run(None, {"x": x_nchw})[0],
+                 _checker(ref, _nchw_to_nhwc))]
+
+
 def _nchw_to_nhwc(y: Any) -> np.ndarray:
     return np.asarray(y).transpose(0, 2, 3, 1)  # (N, F, H, W) -> (N, H, W, F)
 

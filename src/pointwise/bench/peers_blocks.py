@@ -27,7 +27,7 @@ import numpy as np
 
 import pointwise as pw
 from pointwise.bench.harness import Impl, rel_err
-from pointwise.bench.peers import module
+from pointwise.bench.peers import module, onnx_graph
 
 __all__ = ["forward"]
 
@@ -120,10 +120,9 @@ def _torch(x: np.ndarray, wts: Weights, stride: int, residual: bool,
 
 def _onnxruntime(x: np.ndarray, wts: Weights, stride: int, residual: bool, ref: np.ndarray,
                  threads: int) -> list[Impl]:
-    ort = module("onnxruntime")
-    if ort is None or module("onnx") is None:
+    if module("onnxruntime") is None or module("onnx") is None:
         return []
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     ws = _oihw(wts)
     e = ws[1].shape[0]
@@ -147,13 +146,4 @@ def _onnxruntime(x: np.ndarray, wts: Weights, stride: int, residual: bool, ref: 
         nodes.append(helper.make_node("Add", [h, "x"], ["y"]))
     else:
         nodes[-1].output[0] = "y"
-    graph = helper.make_graph(
-        nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_nchw.shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
-    return [Impl("onnxruntime", "onnxruntime", "NCHW", "onnxruntime",
-                 lambda: sess.run(None, {"x": x_nchw})[0], lambda y: rel_err(_nchw(y), ref))]
+    return onnx_graph(nodes, inits, x_nchw, ref, threads)

@@ -25,7 +25,7 @@ import numpy as np
 
 import pointwise as pw
 from pointwise.bench.harness import Impl, rel_err
-from pointwise.bench.peers import module
+from pointwise.bench.peers import module, onnx_graph
 
 __all__ = ["forward"]
 
@@ -83,10 +83,9 @@ def _torch(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: in
 
 def _onnxruntime(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: int,
                  ref: np.ndarray, threads: int) -> list[Impl]:
-    ort = module("onnxruntime")
-    if ort is None or module("onnx") is None:
+    if module("onnxruntime") is None or module("onnx") is None:
         return []
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     kh, kw = w.shape[:2]
     x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, C, H, W)
@@ -95,13 +94,4 @@ def _onnxruntime(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, paddi
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["z"], kernel_shape=[kh, kw],
                               strides=[stride, stride], pads=[padding] * 4),
              helper.make_node("Relu", ["z"], ["y"])]
-    graph = helper.make_graph(
-        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_nchw.shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
-    return [Impl("onnxruntime", "onnxruntime", "NCHW", "onnxruntime",
-                 lambda: sess.run(None, {"x": x_nchw})[0], lambda y: rel_err(_nchw(y), ref))]
+    return onnx_graph(nodes, inits, x_nchw, ref, threads)

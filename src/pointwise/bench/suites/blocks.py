@@ -21,7 +21,7 @@ from pointwise.bench import harness as h
 from pointwise.bench import peers_blocks
 from pointwise.bench.headline import add_vs_onnxruntime, headline
 from pointwise.bench.roofs import attainable
-from pointwise.bench.suites.common import Settings, measure, rows
+from pointwise.bench.suites.common import Settings, measure, pick, rows
 from pointwise.cost import conv_cost
 
 __all__ = ["SHAPES", "BlockShape", "headline", "run"]
@@ -77,11 +77,7 @@ def run(st: Settings, roofs: dict[str, Any], say: Callable[[str], None], *,
     """The blocks whose name contains one of the comma-separated ``shapes`` (all by
     default; quick: two at N=1)."""
     if shapes:
-        subs = [t.strip().lower() for t in shapes.split(",") if t.strip()]
-        picked = [s for s in SHAPES if any(t in s.name.lower() for t in subs)]
-        if not picked:
-            raise ValueError(f"expected --shapes to match one of {[s.name for s in SHAPES]}, "
-                             f"but {shapes!r} matches none")
+        picked = pick(shapes, SHAPES)
     elif st.quick:
         picked = [s for s in _v2_blocks(1) if s.index in QUICK]
     else:

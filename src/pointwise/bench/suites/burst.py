@@ -33,7 +33,7 @@ import numpy as np
 import pointwise as pw
 from pointwise.bench import harness as h
 from pointwise.bench import peers
-from pointwise.bench.suites.common import Settings
+from pointwise.bench.suites.common import Settings, pick
 from pointwise.bench.suites.ops import Shape
 
 __all__ = ["CALLS", "FLAG", "IDLE_S", "SHAPES", "run", "text"]
@@ -139,11 +139,7 @@ def _interleaved(impls: list[h.Impl], rounds: int) -> dict[str, list[list[float]
 def run(st: Settings, roofs: dict[str, Any], say: Callable[[str], None], *,
         shapes: str | None = None, **_: Any) -> list[dict[str, Any]]:
     """Both patterns for the shapes named by ``shapes`` (substrings; the three by default)."""
-    picked = [s for s in SHAPES if not shapes or any(
-        t.strip().lower() in s.name.lower() for t in shapes.split(",") if t.strip())]
-    if not picked:
-        raise ValueError(f"expected --shapes to match one of {[s.name for s in SHAPES]}, "
-                         f"but {shapes!r} matches none")
+    picked = pick(shapes, SHAPES) if shapes else SHAPES
     if st.quick:
         picked = picked[:1]
     idle_s = IDLE_S / 2 if st.quick else IDLE_S

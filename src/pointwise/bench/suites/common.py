@@ -40,3 +40,14 @@ def measure(impls: list[h.Impl], st: Settings, say: Callable[[str], None],
     h.peak_memory(impls)
     return h.measure(impls, st.repeats, st.target_s, st.warm_s, st.settle_s,
                      retries=0 if st.quick else h.RETRIES)
+
+
+def pick(shapes: str, known: list[Any]) -> list[Any]:
+    """The problems of ``known`` (each with a ``name``) whose name contains one of the
+    comma-separated substrings ``shapes``, case-insensitive; a ValueError where none does."""
+    subs = [t.strip().lower() for t in shapes.split(",") if t.strip()]
+    picked = [s for s in known if any(t in s.name.lower() for t in subs)]
+    if not picked:
+        raise ValueError(f"expected --shapes to match one of {[s.name for s in known]}, "
+                         f"but {shapes!r} matches none")
+    return picked
