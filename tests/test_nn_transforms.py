@@ -97,3 +97,49 @@ def test_autocast_conv2d_kxk_gives_the_dtype_of_nn_conv2d(fmt):
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     with torch.no_grad():  # and float32 again outside it
         assert ours(x).dtype == torch.float32
+
+
+def _jvp(module: nn.Module, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``module(x)`` and its tangent along ``t``, by torch.autograd.forward_ad."""
+    import torch.autograd.forward_ad as fw
+
+    with fw.dual_level():
+        y = fw.unpack_dual(module(fw.make_dual(x, t)))
+        assert y.tangent is not None, "the tangent was dropped"
+        return y.primal, y.tangent
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.enable_grad])
+def test_forward_mode_ad_carries_the_tangent_on_every_module(fmt, grad_mode):
+    """Sizes the compiled kernels take when no gradient is needed (N=2, 64 channels at 32²:
+    above NATIVE_MIN_MACS); a dual tensor must run torch's ops, which carry its tangent."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 32, 32).contiguous(memory_format=fmt)
+    t = torch.randn(2, 64, 32, 32).contiguous(memory_format=fmt)
+    ours1, ref1 = _pair(64, 128)
+    ours3 = Conv2d(64, 64, 3, padding=1).eval()
+    ref3 = nn.Conv2d(64, 64, 3, padding=1).eval()
+    ref3.load_state_dict(ours3.state_dict())
+    with grad_mode():
+        for ours, ref in ((ours1, ref1), (ours3, ref3)):
+            ours(x)  # a plain call first: Conv1x1 plans its next calls of this shape
+            (y, dy), (y_ref, dy_ref) = _jvp(ours, x, t), _jvp(ref, x, t)
+            torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(dy, dy_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_forward_mode_ad_through_a_fused_mobilenet_block():
+    from pointwise.models.mobilenet import InvertedResidual
+    from pointwise.nn import FusedInvertedResidual, convert
+
+    torch.manual_seed(0)
+    block = InvertedResidual(32, 32, stride=1, expand_ratio=6).eval()
+    fused, _ = convert(nn.Sequential(block).eval())
+    assert isinstance(fused[0], FusedInvertedResidual)
+    x = torch.randn(2, 32, 28, 28).contiguous(memory_format=CL)
+    t = torch.randn(2, 32, 28, 28).contiguous(memory_format=CL)
+    with torch.no_grad():
+        (y, dy), (y_ref, dy_ref) = _jvp(fused, x, t), _jvp(block, x, t)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dy, dy_ref, rtol=1e-4, atol=1e-4)

@@ -12,8 +12,8 @@ saw, and a call that matches it reads the tensors' data pointers and runs: 38 µ
 The weight and bias are never copied into a plan: every call reads them where they are, so
 any edit to them is seen, as on the general path. Only the first call of a key takes the
 general path, which validates it (a bad input raises there and leaves no plan), and calls a
-plan cannot run (autograd, autocast, a residual, tracing, torch.func's tensors) take it every
-time.
+plan cannot run (autograd, autocast, a residual, tracing, torch.func's tensors, forward-mode
+AD) take it every time.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from pointwise.kernels import native as _native
 from pointwise.nn import _native_torch as _nt
-from pointwise.nn.kernels import _activate, _is_graph_capture, _run, choose_kernel
+from pointwise.nn.kernels import _activate, _forward_ad, _is_graph_capture, _run, choose_kernel
 
 __all__ = ["Plan", "call", "plan"]
 
@@ -60,7 +60,8 @@ def call(m: Any, x: torch.Tensor) -> torch.Tensor | None:
     if p is None or not p.kind or (torch.is_grad_enabled() and (
             x.requires_grad or w.requires_grad or (b is not None and b.requires_grad))):
         return None
-    if torch.is_autocast_enabled("cpu") or _is_graph_capture() or p.key != _key(m, x):
+    if (torch.is_autocast_enabled("cpu") or _is_graph_capture() or _forward_ad()
+            or p.key != _key(m, x)):
         return None
     if p.kind == "run":
         return _run(p.kernel, x, w, b, m.stride, m.padding, m.groups, m.activation)
@@ -93,7 +94,7 @@ def plan(m: Any, x: torch.Tensor) -> None:
     without an error; nothing when such calls must take the general path."""
     w, b = m.weight, m.bias
     if (x.dim() != 4 or w.dim() != 4 or torch.is_grad_enabled()
-            or torch.is_autocast_enabled("cpu") or _is_graph_capture()
+            or torch.is_autocast_enabled("cpu") or _is_graph_capture() or _forward_ad()
             or type(x) is not torch.Tensor or (b is not None and b.dim() != 1)):
         return
     key = _key(m, x)

@@ -23,7 +23,7 @@ from pointwise.kernels import native as _native
 from pointwise.nn import _native_torch as _nt
 from pointwise.nn._native_taps import is_depthwise3x3
 from pointwise.nn.conv2d import Conv2d
-from pointwise.nn.kernels import _is_graph_capture
+from pointwise.nn.kernels import _forward_ad, _is_graph_capture
 from pointwise.nn.module import Conv1x1
 
 __all__ = ["FusedDepthwiseSeparable", "FusedInvertedResidual", "fused_depthwise_separable",
@@ -48,7 +48,8 @@ class _Fused(nn.Module):
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (not torch.is_grad_enabled() or not _needs_grad(self, x)) and not _is_graph_capture():
+        if ((not torch.is_grad_enabled() or not _needs_grad(self, x))
+                and not _is_graph_capture() and not _forward_ad()):
             y = self._fused(x)
             if y is not None:
                 return y

@@ -10,7 +10,7 @@ from torch import nn
 
 from pointwise.layout import check_activation
 from pointwise.nn import _native_taps
-from pointwise.nn.kernels import _activate, _epilogue, _is_graph_capture
+from pointwise.nn.kernels import _activate, _epilogue, _forward_ad, _is_graph_capture
 from pointwise.nn.module import ACTIVATION_MODULES
 
 __all__ = ["Conv2d"]
@@ -63,7 +63,8 @@ class Conv2d(nn.Conv2d):
             or (self.bias is not None and self.bias.requires_grad)
             or (residual is not None and residual.requires_grad))
         # under autocast torch's conv decides the dtype, as for nn.Conv2d
-        if not grad and not _is_graph_capture() and not torch.is_autocast_enabled("cpu"):
+        if (not grad and not _is_graph_capture() and not _forward_ad()
+                and not torch.is_autocast_enabled("cpu")):
             y = _native_taps.forward(self, x, residual, _activate)
             if y is not None:
                 return y

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as _fw_ad
 import torch.nn.functional as F
 
 from pointwise import conv as _core
@@ -75,6 +76,12 @@ def _is_graph_capture() -> bool:
     )
 
 
+def _forward_ad() -> bool:
+    """True inside a forward-mode AD dual level (``torch.autograd.forward_ad``): the
+    compiled kernels would drop the inputs' tangents, so torch's own ops run."""
+    return _fw_ad._current_level >= 0
+
+
 def choose_kernel(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -104,8 +111,9 @@ def choose_kernel(
       above it conv2d wins or ties (at N=8: GoogLeNet 3a's 192→16/32/64, 0.26–0.94 ms
       against 0.30–0.98 ms; ResNet-50's layers by up to 1.2×), quiet-machine run of
       2026-11-25;
-    * everything else (NCHW input, CUDA, half types, groups, padding, and every float call
-      under autocast, whose dtype torch's conv2d then decides, as for ``nn.Conv2d``):
+    * everything else (NCHW input, CUDA, half types, groups, padding, every float call
+      under autocast, whose dtype torch's conv2d then decides, as for ``nn.Conv2d``, and
+      inside a forward-mode AD dual level, whose tangents torch's conv2d carries):
       ``conv2d``.
 
     Measured and not chosen (benchmarks/bench_nn_kernels.py): a per-image ``W @ X_n`` on
@@ -119,6 +127,7 @@ def choose_kernel(
     if (
         x.device.type != "cpu"
         or torch.is_autocast_enabled("cpu")
+        or _forward_ad()
         or x.dtype not in (torch.float32, torch.float64)
         or groups != 1
         or padding != (0, 0)
