@@ -43,3 +43,22 @@ def both_paths(request, monkeypatch):
     elif not _native.ENABLED:
         pytest.skip("compiled kernels not built or not used on this CPU")
     return request.param
+
+
+@pytest.fixture(params=["avx512", "avx2"])
+def isa(request, monkeypatch):
+    """Run the test on each instruction set this CPU has (AVX2 too, which is used only on
+    request), with pointwise dispatching to it; then restore the default. A module that runs
+    every test this way says ``pytest.mark.usefixtures("isa")``."""
+    from pointwise.kernels import native as _native
+
+    try:  # the extension itself, even where POINTWISE_NATIVE keeps pointwise off it
+        from pointwise.kernels import _kernel as kernel
+    except ImportError:
+        pytest.skip("compiled kernels not built")
+    before = kernel.isa()
+    if not kernel.select(request.param):
+        pytest.skip(f"this CPU lacks {request.param}")
+    monkeypatch.setattr(_native, "_kernel", kernel)
+    yield request.param
+    kernel.select(before or "none")

@@ -27,22 +27,11 @@ try:
 except ImportError:  # not built: no C compiler when the package was installed
     KERNEL = None
 
-pytestmark = pytest.mark.skipif(KERNEL is None, reason="compiled kernels not built")
+pytestmark = [pytest.mark.skipif(KERNEL is None, reason="compiled kernels not built"),
+              pytest.mark.usefixtures("isa")]  # every test on each instruction set
 
 ACTS = [None, "relu", "relu6"]
 
-
-@pytest.fixture(autouse=True, params=["avx512", "avx2"])
-def isa(request, monkeypatch):
-    """Run the test on each instruction set this CPU has (AVX2 too, which is used only on
-    request), with pointwise dispatching to it; then restore the default."""
-    assert KERNEL is not None
-    before = KERNEL.isa()
-    if not KERNEL.select(request.param):
-        pytest.skip(f"this CPU lacks {request.param}")
-    monkeypatch.setattr(_native, "_kernel", KERNEL)
-    yield request.param
-    KERNEL.select(before or "none")
 
 
 def reference(a64: np.ndarray, b: np.ndarray | None, act: str | None) -> np.ndarray:

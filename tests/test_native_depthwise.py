@@ -27,16 +27,6 @@ pytestmark = pytest.mark.skipif(KERNEL is None, reason="compiled kernels not bui
 ACTS = [None, "relu", "relu6"]
 
 
-@pytest.fixture(params=["avx512", "avx2"])
-def isa(request, monkeypatch):
-    assert KERNEL is not None
-    before = KERNEL.isa()
-    if not KERNEL.select(request.param):
-        pytest.skip(f"this CPU lacks {request.param}")
-    monkeypatch.setattr(_native, "_kernel", KERNEL)
-    yield request.param
-    KERNEL.select(before or "none")
-
 
 def reference(x, w, b, act, s):
     """float64, from the definition, (N·Ho·Wo, C)."""

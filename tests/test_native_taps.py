@@ -23,19 +23,10 @@ try:
 except ImportError:  # not built: no C compiler when the package was installed
     KERNEL = None
 
-pytestmark = pytest.mark.skipif(KERNEL is None, reason="compiled kernels not built")
+pytestmark = [pytest.mark.skipif(KERNEL is None, reason="compiled kernels not built"),
+              pytest.mark.usefixtures("isa")]  # every test on each instruction set
 ACTS = [None, "relu", "relu6"]
 
-
-@pytest.fixture(autouse=True, params=["avx512", "avx2"])
-def isa(request, monkeypatch):
-    assert KERNEL is not None
-    before = KERNEL.isa()
-    if not KERNEL.select(request.param):
-        pytest.skip(f"this CPU lacks {request.param}")
-    monkeypatch.setattr(_native, "_kernel", KERNEL)
-    yield request.param
-    KERNEL.select(before or "none")
 
 
 def reference(x, w, b, r, act, stride, pad, dil, out_hw):
