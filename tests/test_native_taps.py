@@ -114,6 +114,8 @@ def test_the_stem_merges_runs_and_pads_them_at_the_edges():
 
 
 def test_conv2d_float32_runs_on_the_taps_kernels(monkeypatch):
+    if not _native.ENABLED:
+        pytest.skip("compiled kernels not built or not used on this CPU")
     calls = []
     real = _native.taps
     monkeypatch.setattr(_native, "taps", lambda *a, **k: calls.append(1) or real(*a, **k))
