@@ -1,7 +1,9 @@
 """fit_reduction: the PCA 1×1 conv, against np.cov + eigvalsh, scikit-learn and einsum.
 
 The references never go through pointwise's accumulator: the covariance comes from
-``np.cov`` on the whole (N·H·W, C) matrix, the reconstruction from ``np.einsum``.
+``np.cov`` on the whole (N·H·W, C) matrix, the reconstruction from ``np.einsum``. The
+exactness tests run on both accumulators (``both_paths``): NumPy's float64 blocks, and the
+compiled kernel (``csrc/moments.c``) where it is built.
 """
 
 from __future__ import annotations
@@ -49,15 +51,19 @@ def reference_eigenvalues(p: np.ndarray) -> np.ndarray:
 
 @pytest.fixture
 def tiny_blocks(monkeypatch):
-    """Blocks of 16..64 rows, so a small test walks many blocks, segments and cores' shares."""
+    """Blocks of 16..64 rows (the kernel's of 7), so a small test walks many blocks,
+    segments and cores' shares."""
     monkeypatch.setattr(moments, "MIN_ROWS", 16)
     monkeypatch.setattr(moments, "MAX_ROWS", 64)
     monkeypatch.setattr(moments, "SEGMENT_BLOCKS", 3)
+    monkeypatch.setattr(moments, "KERNEL_BLOCK_BYTES", 1)
+    monkeypatch.setattr(moments, "KERNEL_MIN_ROWS", 7)
 
 
 # ----------------------------------------------------------------------------------- exact
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("blocks", ["default", "tiny"])
+@pytest.mark.usefixtures("both_paths")
 def test_reconstruction_error_is_the_discarded_eigenvalues(layout, blocks, request):
     if blocks == "tiny":
         request.getfixturevalue("tiny_blocks")
@@ -89,6 +95,7 @@ def test_reconstruction_error_is_the_discarded_eigenvalues(layout, blocks, reque
         assert r.energy == pytest.approx(ref[:k].sum() / ref.sum(), rel=1e-12)
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_components_match_scikit_learn_up_to_sign():
     from sklearn.decomposition import PCA
 
@@ -112,6 +119,7 @@ def test_components_match_scikit_learn_up_to_sign():
 
 
 @pytest.mark.parametrize("blocks", ["default", "tiny"])
+@pytest.mark.usefixtures("both_paths")
 def test_streaming_100_batches_equals_one_array(blocks, request):
     if blocks == "tiny":
         request.getfixturevalue("tiny_blocks")
@@ -131,6 +139,7 @@ def test_streaming_100_batches_equals_one_array(blocks, request):
     assert streamed.count == one.count == 12_800
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_far_from_zero_data_keep_their_digits(tiny_blocks):
     """A mean 10⁶ times the spread: a naive Σxxᵀ − nμμᵀ would lose 12 of 16 digits."""
     rng = np.random.default_rng(4)
@@ -153,6 +162,29 @@ def test_center_false_fits_the_second_moment():
     np.testing.assert_allclose(pixels(y, "NCHW"), p @ r.components.T, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_kernel_and_numpy_accumulators_agree(dtype, tiny_blocks, monkeypatch):
+    """The same moments from the compiled kernel (float data) and NumPy's blocks; integer
+    data take NumPy's path either way."""
+    from pointwise.kernels import native
+
+    rng = np.random.default_rng(9)
+    x = (sample(rng, 7, 9, 11, 17, "NCHW", offset=20.0) * 100).astype(dtype)
+    rows = pixels(x, "NCHW")
+    ours = moments.ChannelMoments(17)
+    ours.add_images(x, channels_last=False)
+    monkeypatch.setattr(native, "_kernel", None)
+    theirs = moments.ChannelMoments(17)
+    theirs.add_images(x, channels_last=False)
+    for m in (ours, theirs):
+        assert m.count == len(rows)
+        np.testing.assert_allclose(m.mean, rows.mean(0), rtol=1e-13)
+        np.testing.assert_allclose(m.covariance, np.cov(rows.T, bias=True), rtol=1e-11,
+                                   atol=1e-13 * np.abs(m.covariance).max())
+    np.testing.assert_allclose(ours.scatter, theirs.scatter, rtol=1e-12,
+                               atol=1e-13 * np.abs(ours.scatter).max())
+
+
 # -------------------------------------------------------------------------- inputs, types
 def test_tutorial_example_keeps_everything_in_one_channel():
     x = [[[1, 2], [3, 4], [5, 6]], [[7, 8], [9, 10], [11, 12]], [[13, 14], [15, 16], [17, 18]]]
@@ -165,6 +197,7 @@ def test_tutorial_example_keeps_everything_in_one_channel():
     np.testing.assert_allclose(r.reconstruct(r.transform(x)), x, atol=1e-12)
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_strided_and_channels_last_views_equal_a_contiguous_copy():
     rng = np.random.default_rng(6)
     base = sample(rng, 12, 10, 10, 8, "NHWC")
@@ -177,6 +210,7 @@ def test_strided_and_channels_last_views_equal_a_contiguous_copy():
         np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=1e-12)
 
 
+@pytest.mark.usefixtures("both_paths")
 def test_float32_data_get_float32_weights_the_operator_accepts():
     rng = np.random.default_rng(7)
     x = sample(rng, 8, 6, 6, 10, "NCHW", dtype=np.float32)
@@ -238,6 +272,7 @@ def test_empty_data(empty):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.usefixtures("both_paths")
 def test_nan_or_inf_names_the_batch(bad):
     batches = [np.ones((2, 3, 3, 4)) * i for i in range(5)]
     batches[3][1, 2, 0, 1] = bad

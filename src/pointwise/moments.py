@@ -3,6 +3,14 @@
 :class:`ChannelMoments` is what :func:`pointwise.fit_reduction` and
 :func:`pointwise.nn.compress` accumulate: the count, mean and scatter of the pixel vectors of
 arrays or batches, however many, in memory of one block per core.
+
+Two paths compute a segment's scatter about its shift, ``(X − s)ᵀ (X − s)``. Where the
+compiled kernels run (:mod:`pointwise.kernels.native`) and the data is float32 or float64,
+``csrc/moments.c`` computes only its lower triangle (half a GEMM's FLOPs), converting each
+block of rows to float64 once as it packs it. Elsewhere (``POINTWISE_NATIVE=0``, integer or
+half data, no kernels) NumPy copies each block into a float64 buffer, less the shift, and
+``np.matmul(b.T, b)`` (which OpenBLAS runs as a SYRK, also one triangle) takes its product.
+Both sum the same float64 products; they differ by rounding only.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from pointwise.kernels import native
 from pointwise.kernels.blas import parallel_rows
 
 __all__ = ["ChannelMoments"]
@@ -24,6 +33,15 @@ __all__ = ["ChannelMoments"]
 BLOCK_BYTES = 1 << 20
 MIN_ROWS = 1024
 MAX_ROWS = 8192
+# The kernel's block: rows packed into float64 panels at a time, KERNEL_BLOCK_BYTES of them
+# (C rounded up to 8 channels), clamped to KERNEL_MIN_ROWS..KERNEL_MAX_ROWS. On the README's
+# Zen 4 (`benchmarks/bench_reduction.py --blocks`: 256 MiB of float32, GFLOP/s counting
+# 2·P·C², medians of 5), C = 128 was flat from 128 KiB to 1 MiB (153–154; 32 KiB 135, 2 MiB
+# 138, 8 MiB 129), C = 512 best at 512 KiB (161; 1–2 MiB 156, 128 KiB 138, 8 MiB 118), and
+# C = 32 at 32 KiB (117; 256–512 KiB 104–106, 8 MiB 62): 512 KiB suits them.
+KERNEL_BLOCK_BYTES = 512 << 10
+KERNEL_MIN_ROWS = 128
+KERNEL_MAX_ROWS = 8192
 # A segment's blocks share one shift (the mean of its first block): the drift of the mean
 # within SEGMENT_BLOCKS blocks bounds the cancellation in Σ d dᵀ − n d̄ d̄ᵀ.
 SEGMENT_BLOCKS = 16
@@ -33,12 +51,13 @@ class ChannelMoments:
     """Running count, mean and scatter ``Σ (x − μ)(x − μ)ᵀ`` of C-channel vectors, in float64.
 
     :meth:`add` takes (M, C) pixel vectors, shares them among the cores, and merges what each
-    core gathered. A core copies a block of its rows into a float64 buffer, less a shift (the
-    mean of the segment's first block); one GEMM ``(X − s)ᵀ (X − s)`` gives the block's
-    scatter about the shift and one GEMV ``1ᵀ (X − s)`` its sums. A segment's totals become a
-    mean and a scatter about that mean, and segments and cores are merged with Chan, Golub
-    and LeVeque's pairwise update. The shift keeps the
-    cancellation in ``Σ d dᵀ − n d̄ d̄ᵀ`` to the drift of the mean within one segment.
+    core gathered. A core takes a block of its rows in float64, less a shift (the mean of the
+    segment's first block); ``(X − s)ᵀ (X − s)`` gives the block's scatter about the shift
+    and ``1ᵀ (X − s)`` its sums: in the compiled kernel (one triangle, the whole pass in C,
+    one call per :meth:`add`) or, on the NumPy path, a SYRK and a GEMV per block. A
+    segment's totals become a mean and a scatter about that mean, and segments and cores are
+    merged with Chan, Golub and LeVeque's pairwise update. The shift keeps the cancellation
+    in ``Σ d dᵀ − n d̄ d̄ᵀ`` to the drift of the mean within one segment.
     """
 
     def __init__(self, channels: int) -> None:
@@ -47,6 +66,9 @@ class ChannelMoments:
         self.mean = np.zeros(channels)
         self.scatter = np.zeros((channels, channels))
         self.block_rows = min(MAX_ROWS, max(MIN_ROWS, BLOCK_BYTES // (8 * max(1, channels))))
+        padded = -(-max(1, channels) // 8) * 8  # the kernel's panels hold 8 channels each
+        self.kernel_rows = min(KERNEL_MAX_ROWS,
+                               max(KERNEL_MIN_ROWS, KERNEL_BLOCK_BYTES // (8 * padded)))
         self._buffers: dict[int, np.ndarray] = {}  # thread id -> its (rows, C) block
 
     @property
@@ -66,6 +88,8 @@ class ChannelMoments:
 
     def add(self, rows: np.ndarray) -> None:
         """Accumulate the (M, C) pixel vectors ``rows`` (any real dtype, any strides)."""
+        if rows.shape[0] == 0 or self._add_native(rows):
+            return
         shares: dict[int, ChannelMoments] = {}  # first row -> what that core gathered
 
         def work(r0: int, r1: int) -> None:
@@ -75,6 +99,20 @@ class ChannelMoments:
             shares[0] = self._gather(rows)
         for r0 in sorted(shares):  # in row order, so the result does not depend on timing
             self.merge_from(shares[r0])
+
+    def _add_native(self, rows: np.ndarray) -> bool:
+        """Accumulate ``rows`` on the compiled kernel (the cores share them there); False,
+        having added nothing, where it can't."""
+        if not native.ENABLED or rows.dtype not in (np.float32, np.float64):
+            return False
+        c = self.channels
+        mean, scatter = np.empty(c), np.empty((c, c))
+        if not native.moments(rows, mean, scatter, self.block_rows * SEGMENT_BLOCKS,
+                              self.kernel_rows):
+            return False
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN: reported by the caller
+            self.merge(rows.shape[0], mean, scatter)
+        return True
 
     def _gather(self, rows: np.ndarray) -> ChannelMoments:
         buf = self._buffers.get(threading.get_ident())

@@ -12,10 +12,11 @@ with P = [p₁ … p_k] (C, k); the error left, ``mean ‖x − x̂‖²``, is �
 that this identity holds exactly; the components are the same.
 
 How it is computed: one pass over the data, then one ``eigh`` of the C×C covariance. The
-pass is a GEMM, ``Xᵀ X`` over blocks of pixel vectors copied into a float64 buffer, each core
-taking its share of the pixels (:class:`pointwise.moments.ChannelMoments` says how the sums
-stay exact). Nothing
-of the data's size is allocated: the extra memory is one block per core and the C×C sums.
+pass is the symmetric product ``Xᵀ X`` (one triangle of it) over blocks of pixel vectors
+taken in float64, each core taking its share of the pixels: in the compiled kernel where it
+runs, else on NumPy (:class:`pointwise.moments.ChannelMoments` says how the sums stay
+exact). Nothing of the data's size is allocated: the extra memory is one block per core and
+the C×C sums.
 """
 
 from __future__ import annotations

@@ -432,6 +432,9 @@ static PyMethodDef methods[] = {
      "-> bool: y (M, F) = act_p(act_d(dw3x3(act_e(x @ we + be)) + bd) @ wp + bp [+ x]),\n"
      "x (N, H, W, C), we (C, E) or None, wd (3, 3, E), wp (E, F), acts = (act_e, act_d,\n"
      "act_p), padding 1, stride 1 or 2; M = N·Ho·Wo; transposed: we (E, C), wp (F, E)."},
+    {"moments", pw_py_moments, METH_VARARGS,
+     "moments(threads, x, mean, scatter, segment, block, path=-1, openmp=False) -> bool:\n"
+     "the float64 mean and scatter of the rows of x (M, C); see module_moments.c."},
     {"openmp", py_openmp, METH_VARARGS,
      "openmp(path) -> bool: bind to the libgomp at path if the process has loaded it (torch\n"
      "does), so that calls with openmp=True run on its threads; False: not loaded, nothing\n"

@@ -24,6 +24,7 @@
  *   rows.c, cols.c  the channels-last and channels-first drivers, and their parallel jobs
  *   taps.c          the k x k driver (an implicit GEMM over the taps) and its weight packing
  *   transpose.c     transposed copies: weights packed from torch's (F, C) storage
+ *   moments.c       the float64 scatter (X - s)^T (X - s) of pixel vectors: its lower triangle
  *   depthwise.c     the depthwise 3x3 driver, and its row function the fused blocks share
  *   blocks.c        the fused blocks: expand 1x1, depthwise 3x3, project 1x1 by bands of rows
  *   place.c         where helper threads run: each on a CPU of its own, never the caller's
@@ -33,6 +34,7 @@
  *   module.c        the Python interface: argument checks, buffers, the GIL
  *   module_at.c     ... its entries that take operands by address (pointwise.nn's calls)
  *   module_blocks.c ... its entry for the fused blocks
+ *   module_moments.c ... its entry for the scatter of pixel vectors
  *
  * Everything but module.c is compiled for x86-64 with GCC or clang only (PW_X86); elsewhere
  * the module loads, reports no instruction set, and declines every call.
@@ -257,6 +259,24 @@ int pw_bind_openmp(const char *path);
 int pw_openmp_bound(void);
 void pw_run_parts_openmp(part_fn fn, void *arg, int parts);
 void pw_run_parts_openmp_all(part_fn fn, void *arg, int parts);
+/* moments.c: the mean mu = 1^T X / M and scatter S = (X - mu)^T (X - mu) of the M rows of
+ * X (M x C, float32 or float64, rows sm and channels sc elements apart), in float64, a
+ * shift per segment of rows. Part p works in work + p * pw_moments_work(C);
+ * pw_moments_reduce merges the parts. */
+enum { PW_MOMENTS_C = 0, PW_MOMENTS_AVX2 = 1, PW_MOMENTS_AVX512 = 2 };
+typedef struct {
+    int path;            /* PW_MOMENTS_*: the micro-kernel */
+    int f64;             /* X is float64 (else float32) */
+    idx M, C, sm, sc;
+    const void *X;
+    idx segment, block;  /* rows that share a shift; rows packed at a time */
+    double *work;
+    atomic_int failed;
+    atomic_int parts;    /* the parts the job ran in (the pool may give fewer than asked) */
+} moments_job;
+void pw_moments_part(void *arg, int part, int parts);
+void pw_moments_reduce(moments_job *j, int parts, double *mean, double *S, idx lds);
+idx pw_moments_work(idx C);
 #else
 typedef struct isa_t { const char *name; } isa_t;
 #endif
@@ -274,6 +294,8 @@ int pw_run_released(part_fn fn, void *job, long long macs, int threads, atomic_i
 #endif
 /* module_blocks.c */
 PyObject *pw_py_block(PyObject *self, PyObject *args);
+/* module_moments.c */
+PyObject *pw_py_moments(PyObject *self, PyObject *args);
 /* module_at.c */
 PyObject *pw_py_rows_at(PyObject *self, PyObject *args);
 PyObject *pw_py_cols_at(PyObject *self, PyObject *args);
