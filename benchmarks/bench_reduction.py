@@ -1,21 +1,32 @@
 """fit_reduction on ~1 GB of pixel vectors: its rate against the machine's GEMM, and its memory.
 
 The data: P = 2,097,152 pixels × C = 128 channels of float32, (2048, 32, 32, 128) NHWC, 1 GiB,
-correlated channels with an offset. The fit's work is the covariance's GEMM, ``2·P·C²``
-FLOPs (XᵀX); its rate is set beside the GEMM roofs measured in the same run: OpenBLAS's
-2048³ sgemm (the roof the README's benchmarks use) and dgemm (the fit accumulates in
-float64, as it must to be exact, and float64 GEMMs run at half the float32 rate on AVX-512).
+correlated channels with an offset.
 
-Before any timing, the fitted covariance is checked against a plain float64 reference
-(Σxxᵀ/P − μμᵀ over 64K-row chunks, one thread, no shift, no merge) to 1e-9.
+FLOPs are counted one way throughout: the covariance is the GEMM ``XᵀX``, ``2·P·C²`` FLOPs,
+and "GFLOP/s" is that count over the fit's time, set beside the GEMM roofs measured in the
+same run: OpenBLAS's 2048³ sgemm (the roof the README's benchmarks use) and dgemm (the fit
+accumulates in float64, as it must to be exact, and float64 GEMMs run at half the float32
+rate on AVX-512). Neither path performs all of them: XᵀX is symmetric, so both compute one
+triangle, ``P·C·(C + 1)`` FLOPs (the compiled kernel's diagonal tiles whole, 8 channels
+wide: ``P·C·(C + 8)`` at most). The "triangle" columns give that work's rate, and its share
+of the dgemm roof: how well the float64 arithmetic runs.
+
+Rows: the fit as one array and as ~100 batches on the default path (the compiled kernel,
+``csrc/moments.c``, where it runs), and as one array on the NumPy path (``POINTWISE_NATIVE=0``
+: float64 blocks and OpenBLAS's SYRK), all in this run.
+
+Before any timing, the fitted covariance of each path is checked against a plain float64
+reference (Σxxᵀ/P − μμᵀ over 64K-row chunks, one thread, no shift, no merge) to 1e-9.
 
 Memory: the peak resident set over the fit, less the resident set before it (Linux's VmHWM,
 reset through /proc/self/clear_refs), so OpenBLAS's buffers and thread stacks count too; and
 tracemalloc's peak of NumPy's allocations.
 
-``--quick`` is a smoke run (32 MiB, one round). ``--blocks`` instead sweeps the float64 block
-size (``moments.BLOCK_BYTES``, rows clamped to ``MIN_ROWS..MAX_ROWS``) for C = 32, 128 and 512
-on 256 MiB of data, the measurement that chose ``BLOCK_BYTES``.
+``--quick`` is a smoke run (32 MiB, one round). ``--blocks`` instead sweeps the block size
+for C = 32, 128 and 512 on 256 MiB of data: the kernel's packed float64 block
+(``moments.KERNEL_BLOCK_BYTES``), or with ``POINTWISE_NATIVE=0`` NumPy's
+(``moments.BLOCK_BYTES``), the measurements that chose them.
 
     flock -x /tmp/pw-bench.lock .venv/bin/python benchmarks/bench_reduction.py [--json PATH]
     flock -x /tmp/pw-bench.lock .venv/bin/python benchmarks/bench_reduction.py --blocks
@@ -24,13 +35,14 @@ on 256 MiB of data, the measurement that chose ``BLOCK_BYTES``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +51,7 @@ import numpy as np
 import pointwise as pw
 from pointwise import moments
 from pointwise.bench.harness import Load
+from pointwise.kernels import native
 from pointwise.kernels.blas import cores
 
 ROUNDS = 5
@@ -92,6 +105,26 @@ def reference_covariance(x: np.ndarray) -> np.ndarray:
     return s / flat.shape[0] - np.outer(mean, mean)
 
 
+@contextlib.contextmanager
+def numpy_path() -> Iterator[None]:
+    """The fit as with ``POINTWISE_NATIVE=0``: the compiled kernels off for the duration."""
+    saved = native._kernel
+    native._kernel = None
+    try:
+        yield
+    finally:
+        native._kernel = saved
+
+
+def checked(fit: Callable[[], Any], x: np.ndarray, ref: np.ndarray) -> float:
+    """The fit's covariance against the float64 reference: max relative difference."""
+    r = fit()
+    err = float(np.abs(r.covariance - ref).max() / np.abs(ref).max())
+    assert err < 1e-9, f"covariance differs from the float64 reference by {err:.2e}"
+    assert r.count == x.size // x.shape[-1]
+    return err
+
+
 def _rss() -> tuple[int, int]:
     """(VmRSS, VmHWM) in bytes."""
     fields = {}
@@ -121,24 +154,29 @@ def main_run(json_path: str | None, quick: bool) -> None:
     roofs = gemm_roofs(n_roof)
     x = pixels(images, 128)
     p, c = x.shape[0] * x.shape[1] * x.shape[2], x.shape[3]
-    flops = 2 * p * c * c
+    flops, triangle = 2 * p * c * c, p * c * (c + 1)
     print(f"data: {x.shape} float32 NHWC, {x.nbytes / 2**30:.2f} GiB, {p:,} pixels × {c}")
     memory = extra_memory(lambda: pw.fit_reduction(x, 16))
-    r = pw.fit_reduction(x, 16)
     ref = reference_covariance(x)
-    err = float(np.abs(r.covariance - ref).max() / np.abs(ref).max())
-    assert err < 1e-9, f"covariance differs from the float64 reference by {err:.2e}"
-    assert r.count == p
+    err = checked(lambda: pw.fit_reduction(x, 16), x, ref)
+    with numpy_path():
+        err_numpy = checked(lambda: pw.fit_reduction(x, 16), x, ref)
 
     step = max(1, x.shape[0] // 100)
 
     def streamed() -> None:  # about 100 batches: 20 images, 10 MiB each in the full run
         pw.fit_reduction((x[i:i + step] for i in range(0, x.shape[0], step)), 16)
 
-    batches = f"{-(-x.shape[0] // step)} batches"
+    def on_numpy() -> None:
+        with numpy_path():
+            pw.fit_reduction(x, 16)
 
+    batches = f"{-(-x.shape[0] // step)} batches"
+    default = f"kernel ({native.ISA})" if native.ENABLED else "NumPy"
+    runs = {f"one array, {default}": lambda: pw.fit_reduction(x, 16),
+            f"{batches}, {default}": streamed, "one array, NumPy": on_numpy}
     rows, foreign = {}, {}
-    for name, fn in (("one array", lambda: pw.fit_reduction(x, 16)), (batches, streamed)):
+    for name, fn in runs.items():
         for _ in range(1 if quick else 3):
             load = Load()
             rows[name] = _times(fn, rounds)
@@ -151,22 +189,28 @@ def main_run(json_path: str | None, quick: bool) -> None:
     print(f"GEMM roofs ({n_roof}³, {cores()} threads): sgemm {roofs['float32']:.1f} / "
           f"{roofs_after['float32']:.1f} GFLOP/s, dgemm {roofs['float64']:.1f} / "
           f"{roofs_after['float64']:.1f} (before / after the fits)")
-    print(f"covariance vs float64 reference: max relative difference {err:.1e}")
-    result: dict[str, Any] = {"shape": list(x.shape), "dtype": "float32", "flops": flops,
-                              "roofs_before": roofs, "roofs_after": roofs_after,
-                              "reference_rel_err": err, "memory": memory, "rows": {}}
+    print(f"covariance vs float64 reference: max relative difference {err:.1e} "
+          f"(NumPy path {err_numpy:.1e})")
+    result: dict[str, Any] = {
+        "shape": list(x.shape), "dtype": "float32", "flops": flops, "triangle_flops": triangle,
+        "flop_convention": "gflops = 2·P·C² (the GEMM XᵀX) / time; triangle_gflops = "
+                           "P·C·(C + 1) (its lower triangle, the work done) / time",
+        "roofs_before": roofs, "roofs_after": roofs_after, "reference_rel_err": err,
+        "reference_rel_err_numpy_path": err_numpy, "memory": memory, "rows": {}}
     # the better of the two measurements: a roof is what the machine can do
     sg = max(roofs["float32"], roofs_after["float32"])
     dg = max(roofs["float64"], roofs_after["float64"])
-    print(f"{'fit_reduction(x, 16)':22s} {'median s':>9s} {'spread':>14s} {'GFLOP/s':>8s} "
-          f"{'/sgemm':>7s} {'/dgemm':>7s} {'others':>7s}")
+    print(f"{'fit_reduction(x, 16)':28s} {'median s':>9s} {'spread':>14s} {'GFLOP/s':>8s} "
+          f"{'/sgemm':>7s} {'triangle':>9s} {'/dgemm':>7s} {'others':>7s}")
+    print(f"{'':28s} {'':9s} {'':14s} {'2·P·C²':>8s} {'':7s} {'P·C(C+1)':>9s}")
     for name, ts in rows.items():
         med = statistics.median(ts)
-        rate = flops / med / 1e9
-        print(f"{name:22s} {med:9.3f} {min(ts):6.3f}–{max(ts):6.3f} {rate:8.1f} "
-              f"{rate / sg:7.1%} {rate / dg:7.1%} {foreign[name]:7.0%}")
+        rate, work = flops / med / 1e9, triangle / med / 1e9
+        print(f"{name:28s} {med:9.3f} {min(ts):6.3f}–{max(ts):6.3f} {rate:8.1f} "
+              f"{rate / sg:7.1%} {work:9.1f} {work / dg:7.1%} {foreign[name]:7.0%}")
         result["rows"][name] = {"median_s": med, "times_s": ts, "gflops": rate,
-                                "of_sgemm": rate / sg, "of_dgemm": rate / dg,
+                                "of_sgemm": rate / sg, "triangle_gflops": work,
+                                "triangle_of_dgemm": work / dg,
                                 "foreign_cpu_share": foreign[name]}
     print(f"extra memory: peak RSS {memory['rss_peak_extra_mb']:.1f} MiB above the data, "
           f"tracemalloc peak {memory['tracemalloc_peak_mb']:.1f} MiB")
@@ -176,28 +220,37 @@ def main_run(json_path: str | None, quick: bool) -> None:
         result["env"] = {"machine": platform.processor() or platform.machine(),
                          "cpus": os.cpu_count(), "threads": cores(), "numpy": np.__version__,
                          "scipy": scipy.__version__, "python": platform.python_version(),
-                         "date": time.strftime("%Y-%m-%d")}
+                         "kernels": native.ISA, "date": time.strftime("%Y-%m-%d")}
         Path(json_path).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {json_path}")
 
 
 def main_blocks() -> None:
-    print(f"{'C':>4s} {'block':>7s} {'rows':>6s} {'GFLOP/s':>8s} {'others':>7s}  (256 MiB "
-          f"float32, {cores()} threads)")
-    saved = moments.BLOCK_BYTES, moments.MIN_ROWS, moments.MAX_ROWS
+    kernel = native.ENABLED
+    what = f"the kernel's packed float64 block ({native.ISA})" if kernel else "NumPy's block"
+    print(f"{what}; 256 MiB float32, {cores()} threads; GFLOP/s counts 2·P·C²")
+    print(f"{'C':>4s} {'block':>7s} {'rows':>6s} {'GFLOP/s':>8s} {'others':>7s}")
+    names = (("KERNEL_BLOCK_BYTES", "KERNEL_MIN_ROWS", "KERNEL_MAX_ROWS") if kernel
+             else ("BLOCK_BYTES", "MIN_ROWS", "MAX_ROWS"))
+    sizes = (32, 128, 256, 512, 1024, 2048, 8192) if kernel else (256, 512, 1024, 2048, 4096,
+                                                                   8192)
+    saved = [getattr(moments, n) for n in names]
     try:
         for c in (32, 128, 512):
             x = pixels((1 << 26) // (32 * 32 * c), c)
             flops = 2 * x.size * c
-            for kib in (256, 512, 1024, 2048, 4096, 8192):
-                moments.BLOCK_BYTES, moments.MIN_ROWS, moments.MAX_ROWS = kib << 10, 64, 1 << 20
-                rows = moments.ChannelMoments(c).block_rows
+            for kib in sizes:
+                for n, v in zip(names, (kib << 10, 16, 1 << 20), strict=True):
+                    setattr(moments, n, v)
+                m = moments.ChannelMoments(c)
+                rows = m.kernel_rows if kernel else m.block_rows
                 load = Load()
-                med = statistics.median(_times(lambda x=x: pw.fit_reduction(x, 4), 3))
+                med = statistics.median(_times(lambda x=x: pw.fit_reduction(x, 4), ROUNDS))
                 print(f"{c:4d} {kib:5d}Ki {rows:6d} {flops / med / 1e9:8.1f} "
                       f"{load.foreign():7.0%}")
     finally:
-        moments.BLOCK_BYTES, moments.MIN_ROWS, moments.MAX_ROWS = saved
+        for n, v in zip(names, saved, strict=True):
+            setattr(moments, n, v)
 
 
 if __name__ == "__main__":
