@@ -26,6 +26,23 @@ except ImportError:  # not built: no C compiler when the package was installed
 pytestmark = [pytest.mark.skipif(KERNEL is None, reason="compiled kernels not built"),
               pytest.mark.usefixtures("isa")]  # every test on each instruction set
 ACTS = [None, "relu", "relu6"]
+#: memory orders of the (kh, kw, C, F) weight the kernels pack from: HWIO itself, torch's
+#: OIHW and channels_last (OHWI) storage read through that view, and every other filter of
+#: a wider HWIO array (no unit stride for channels or filters)
+ORDERS = ["HWIO", "OIHW", "OHWI", "strided"]
+
+
+def weight_in(order, wt):
+    """``wt`` (kh, kw, C, F), the same values as a view of storage in ``order``."""
+    if order == "OIHW":
+        return np.ascontiguousarray(wt.transpose(3, 2, 0, 1)).transpose(2, 3, 1, 0)
+    if order == "OHWI":
+        return np.ascontiguousarray(wt.transpose(3, 0, 1, 2)).transpose(1, 2, 3, 0)
+    if order == "strided":
+        wide = np.zeros((*wt.shape[:3], 2 * wt.shape[3]), np.float32)  # (kh, kw, C, 2F)
+        wide[..., ::2] = wt
+        return wide[..., ::2]  # (kh, kw, C, F), filters 2 floats apart
+    return wt
 
 
 
@@ -54,7 +71,7 @@ def reference(x, w, b, r, act, stride, pad, dil, out_hw):
 
 
 def run(rng, n, h, w, c, f, k, stride=(1, 1), pad=(0, 0), dil=(1, 1), act=None, bias=True,
-        residual=False, packed=False, threads=2, channels_view=False):
+        residual=False, packed=False, threads=2, channels_view=False, order="HWIO"):
     x = rng.standard_normal((n, h, w, c + 3 * channels_view)).astype(np.float32)[..., :c]
     wt = (rng.standard_normal((*k, c, f)) / np.sqrt(k[0] * k[1] * c)).astype(np.float32)
     ho = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) // stride[0] + 1
@@ -63,7 +80,7 @@ def run(rng, n, h, w, c, f, k, stride=(1, 1), pad=(0, 0), dil=(1, 1), act=None, 
     r = rng.standard_normal((n * ho * wo, f)).astype(np.float32) if residual else None
     y = np.full((n * ho * wo, f + 1), 7.0, np.float32)  # one column past the output
     geometry = (*k, *stride, *pad, *dil, ho, wo)
-    wk = _native.pack_taps(wt) if packed else wt
+    wk = _native.pack_taps(wt) if packed else weight_in(order, wt)
     assert KERNEL.taps(threads, x, wk, y[:, :f], b, _native.ACTIVATIONS[act], r, geometry,
                        packed)
     np.testing.assert_allclose(y[:, :f], reference(x, wt, b, r, act, stride, pad, dil, (ho, wo)),
@@ -79,13 +96,14 @@ def run(rng, n, h, w, c, f, k, stride=(1, 1), pad=(0, 0), dil=(1, 1), act=None, 
        dil=st.tuples(st.integers(1, 2), st.integers(1, 2)),
        pad=st.tuples(st.integers(0, 3), st.integers(0, 3)), act=st.sampled_from(ACTS),
        bias=st.booleans(), residual=st.booleans(), packed=st.booleans(),
-       threads=st.integers(1, 3), view=st.booleans(), seed=st.integers(0, 2**16))
+       threads=st.integers(1, 3), view=st.booleans(), order=st.sampled_from(ORDERS),
+       seed=st.integers(0, 2**16))
 def test_taps_match_float64(n, h, w, c, f, k, stride, dil, pad, act, bias, residual, packed,
-                            threads, view, seed):
+                            threads, view, order, seed):
     if (h + 2 * pad[0] - dil[0] * (k[0] - 1) < 1) or (w + 2 * pad[1] - dil[1] * (k[1] - 1) < 1):
         return  # the kernel does not fit: check_conv2d refuses such calls
     run(np.random.default_rng(seed), n, h, w, c, f, k, stride, pad, dil, act, bias, residual,
-        packed, threads, view)
+        packed, threads, view, order)
 
 
 @pytest.mark.parametrize("n, h, f", [
@@ -105,6 +123,22 @@ def test_taps_grouped_and_channels_blocked():
     run(np.random.default_rng(2), 1, 4, 4, 512, 64, (3, 3), pad=(1, 1), packed=True)
     # 2100 channels: one tap's panel exceeds 512 KiB, so the channels are split too
     run(np.random.default_rng(3), 1, 3, 3, 2100, 70, (2, 2), pad=(1, 0))
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("n, h, c, f, k, pad, stride", [
+    (2, 5, 16, 40, (3, 3), (1, 1), (1, 1)),    # small weights: packed at once, in slabs
+    (1, 4, 512, 64, (3, 3), (1, 1), (1, 1)),   # packed K block by K block: groups of 3 taps
+    (1, 3, 2100, 70, (2, 2), (1, 0), (1, 1)),  # ... and blocks of channels
+    (1, 7, 128, 130, (3, 3), (1, 1), (1, 1)),  # split by panels, the last 2 filters wide
+    (1, 3, 600, 520, (1, 1), (0, 0), (1, 1)),  # a 1x1 weight of 1.2 MB
+    (2, 20, 3, 64, (7, 7), (3, 3), (2, 2)),    # the stem's runs of a kernel row
+])
+def test_each_thread_packs_its_panels_from_any_weight_order(n, h, c, f, k, pad, stride, order):
+    run(np.random.default_rng(5), n, h, h + 1, c, f, k, stride=stride, pad=pad, act="relu",
+        residual=True, order=order)
+    run(np.random.default_rng(6), n, h, h + 1, c, f, k, stride=stride, pad=pad, threads=1,
+        order=order)
 
 
 def test_the_stem_merges_runs_and_pads_them_at_the_edges():

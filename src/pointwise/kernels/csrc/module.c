@@ -218,16 +218,6 @@ static PyObject *py_cols(PyObject *self, PyObject *args) {
     return pw_answer(v, n, ok);
 }
 
-/* A packed weight of the calling thread, made for one taps() call, stays between calls up
- * to this size (the next call of the same layer reuses it); larger ones are freed. */
-#define KEEP_PACKED_BYTES (16 << 20)
-
-/* A packed weight element counts as this many multiply-adds when choosing whether to share
- * the packing among threads: it is a memory pass, so two threads help from 2^17 floats. */
-#ifndef PACK_MACS
-#define PACK_MACS 8LL
-#endif
-
 /* taps(threads, x, w, y, bias, act, residual, geometry, packed=False, openmp=False) */
 static PyObject *py_taps(PyObject *self, PyObject *args) {
     (void)self;
@@ -271,19 +261,12 @@ static PyObject *py_taps(PyObject *self, PyObject *args) {
                       g[8], g[9], v[0].buf, v[1].buf, bo == Py_None ? NULL : v[3].buf,
                       rv ? rv->buf : NULL, rv ? rv->strides[0] / 4 : 0, v[2].buf,
                       v[2].strides[0] / 4, act, 0};
-        ok = 1;
-        if (!packed) {  /* pack the weights for this call, in parallel, then compute */
-            float *buf = pw_scratch(3, (size_t)size);
-            const Py_ssize_t *st = v[1].strides;  /* (KH, KW, C, F), any strides */
-            taps_pack_job p = {isa, v[1].buf, K, F, 0, buf, g[1], C, st[0] / 4, st[1] / 4,
-                               st[2] / 4, st[3] / 4, &j.failed};
-            ok = buf == NULL ? -1 : pw_run_released(pw_taps_pack_part, &p, PACK_MACS * K * F, threads,
-                                                &j.failed, openmp);
-            j.Wp = buf;
-        }
-        if (ok > 0)
-            ok = pw_run_released(pw_taps_part, &j, (long long)M * K * F, threads, &j.failed, openmp);
-        if (!packed && (size_t)size * sizeof(float) > KEEP_PACKED_BYTES) pw_scratch_drop(3);
+        /* without packed, each thread packs the panels it computes, as it goes (taps.c) */
+        const Py_ssize_t *st = v[1].strides;  /* (KH, KW, C, F), any strides */
+        taps_pack_job p = {isa, v[1].buf, K, F, 0, NULL, g[1], C, st[0] / 4, st[1] / 4,
+                           st[2] / 4, st[3] / 4, NULL};
+        if (!packed) j.pack = &p;
+        ok = pw_run_released(pw_taps_part, &j, (long long)M * K * F, threads, &j.failed, openmp);
     }
 #endif
     return pw_answer(v, n, ok);

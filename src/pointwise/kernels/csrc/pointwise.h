@@ -147,24 +147,6 @@ typedef struct {
 } cols_job;
 void pw_cols_part(void *arg, int part, int parts);
 
-/* taps.c: Y[m, :] = act(sum over taps of X shifted @ W[tap] + bias + R[m, :]) for the
- * M = N * Ho * Wo output pixels of a k x k convolution of X (N, H, W, C), channels unit
- * stride; W packed by pw_taps_pack_part (panels of the tile's width, see taps.c). */
-typedef struct {
-    const isa_t *isa;
-    idx N, H, W, C, sn, sh, sw;      /* X and its strides, in floats */
-    idx KH, KW, F;                   /* the kernel */
-    idx sy, sx, py, px, dy, dx;      /* stride, padding at the top and left, dilation */
-    idx Ho, Wo;
-    const float *X, *Wp, *bias, *R;  /* R: NULL, or rows ldr apart */
-    idx ldr;
-    float *Y;                        /* rows ldy apart */
-    idx ldy;
-    int act;
-    atomic_int failed;
-} taps_job;
-void pw_taps_part(void *arg, int part, int parts);
-
 /* taps.c: pack HWIO weights (K = KH * KW * C rows of F) for the taps driver, rows [k0, k1)
  * per part; out holds pw_taps_packed_size(isa, K, F) floats. With KW = 0 the weight is the
  * (K, F) matrix at W, rows ldw apart; otherwise element (i, j, c, f) is at W + i * si +
@@ -180,6 +162,30 @@ typedef struct {
 } taps_pack_job;
 idx pw_taps_packed_size(const isa_t *isa, idx K, idx F);
 void pw_taps_pack_part(void *arg, int part, int parts);
+/* All K rows of the panel of filters starting at jc into dst (K rows of the panel's width);
+ * 0, or -1 when out of memory. */
+int pw_taps_pack_panel(const taps_pack_job *p, idx jc, float *dst);
+
+/* taps.c: Y[m, :] = act(sum over taps of X shifted @ W[tap] + bias + R[m, :]) for the
+ * M = N * Ho * Wo output pixels of a k x k convolution of X (N, H, W, C), channels unit
+ * stride; W packed by pw_taps_pack_part (panels of the tile's width, see taps.c), or, with
+ * pack, packed by the driver itself, each thread its own panels, as it goes. */
+typedef struct {
+    const isa_t *isa;
+    idx N, H, W, C, sn, sh, sw;      /* X and its strides, in floats */
+    idx KH, KW, F;                   /* the kernel */
+    idx sy, sx, py, px, dy, dx;      /* stride, padding at the top and left, dilation */
+    idx Ho, Wo;
+    const float *X, *Wp, *bias, *R;  /* R: NULL, or rows ldr apart */
+    idx ldr;
+    float *Y;                        /* rows ldy apart */
+    idx ldy;
+    int act;
+    atomic_int failed;
+    const taps_pack_job *pack;       /* NULL (Wp packed), or the weights Wp is packed from */
+} taps_job;
+void pw_taps_part(void *arg, int part, int parts);
+
 
 /* depthwise.c: Y[m, :] = act(sum over the 3x3 taps of X shifted * Wt[tap] + bias), channel
  * by channel, padding 1, stride s (1 or 2), for the M = N * Ho * Wo output pixels of X

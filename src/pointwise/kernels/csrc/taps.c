@@ -16,10 +16,16 @@
  * runs that cross the image's left or right edge are copied, zero-padded, into a small
  * per-thread buffer. ResNet-50's stem, N=8: 137 -> 203 GFLOP/s (2 threads).
  *
- * The weights are packed once (pw_taps_pack_part) into panels of the tile's width, each
- * panel's rows in the order of HWIO's (i, j, c): the micro-kernel streams a panel from L2
- * with one pointer. Read in place instead (rows F floats apart), 7x7 512->512 ran at 178-213
- * against 218-221 GFLOP/s packed, N=8; at N=1, 145-158 against 203.
+ * The weights are packed into panels of the tile's width, each panel's rows in the order of
+ * HWIO's (i, j, c): the micro-kernel streams a panel from L2 with one pointer. Read in place
+ * instead (rows F floats apart), 7x7 512->512 ran at 178-213 against 218-221 GFLOP/s packed,
+ * N=8; at N=1, 145-158 against 203. A weight packed before the call (pw_taps_pack_part) is
+ * read as it is; otherwise each thread packs, from the weight's own memory, the K block of
+ * the panel it is about to use into a buffer that stays in L2 (taps_driver). Packed in a
+ * pass of its own before the products, the whole packed weight was written to memory and
+ * read back: at N=1, 2 threads, torch's (F, C) weights, warm caches, the in-driver packing
+ * took 7x7 512->2048 (1x1) from 0.88 to 0.61 ms, 7x7 512->512 (3x3) from 2.39 to 1.97 ms,
+ * 14x14 256->1024 from 0.60 to 0.52 ms (a weight packed before the call: 0.48, 1.24, 0.49).
  */
 #include "pointwise.h"
 
@@ -42,8 +48,13 @@ enum { TG_MAX = 64 };
 #ifndef SLAB_TILES
 #define SLAB_TILES 16
 #endif
+/* A thread's buffer for a whole packed panel stays between calls up to this size. */
+enum { KEEP_PANEL_BYTES = 4 << 20 };
 /* Runs of a kernel row replace single taps below this many channels (see above). */
 enum { RUNS_MAX_C = 32 };
+
+static int oihw(const taps_pack_job *p);
+static void pack_panel(const taps_pack_job *p, idx k0, idx k1, idx jc, float *dst);
 
 static int use_runs(const taps_job *j) { return j->dx == 1 && j->sw == j->C && j->C < RUNS_MAX_C; }
 
@@ -119,24 +130,52 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
     /* Slabs of SLAB_TILES tiles, each through every panel while its output rows (and their
      * residual) are in L2, when all the packed panels fit there too; else one slab. */
     const int slabs = (idx)sizeof(float) * K * pw_taps_packed_size(j->isa, 1, j->F) <= SLAB_BUDGET;
+    /* The weights: packed before the call (j->Wp), or packed here, by this thread, from
+     * j->pack: with slabs, the part's panels all at once; else each K block of a panel (a
+     * whole panel for OIHW k x k) right before its tiles, so it is written to L2 and read
+     * from there, never stored to memory and read back, and each thread reads only the
+     * weights of its own panels. */
+    const taps_pack_job *p = j->pack;
+    const int whole = p != NULL && (slabs || oihw(p)), blockwise = p != NULL && !whole;
+    const float *Wp = j->Wp;
+    float *own = NULL;
+    idx floats = 0;
+    if (p != NULL) {
+        floats = slabs ? pw_taps_packed_size(j->isa, K, f1 - f0) : whole ? K * NR : TG * CB * NR;
+        if ((own = pw_scratch(3, (size_t)floats)) == NULL) return -1;
+        Wp = own;
+        for (idx jc = f0; slabs && jc < f1; jc += NR)
+            if (pw_taps_pack_panel(p, jc, own + (jc - f0) * K) != 0) return -1;
+    }
+    const idx wf0 = p != NULL && slabs ? f0 : 0;  /* panel jc at Wp + (jc - wf0) * K */
     for (idx ma = m0, mb; ma < m1; ma = mb) {
         mb = ma;
         for (int t = 0; mb < m1 && (!slabs || t < SLAB_TILES); t++)
             mb += min_i(m1 - mb, mb < split ? MR : MR - 1);
         for (idx jc = f0; jc < f1; jc += NR) {
             const int nr = (int)min_i(j->F - jc, NR), nv = (nr + vw - 1) / vw, width = nv * vw;
-            const float *panel = j->Wp + jc * K;  /* the panels before are NR wide */
+            /* the panels before are NR wide */
+            const float *panel = whole && !slabs ? own : Wp + (jc - wf0) * K;
+            if (whole && !slabs && pw_taps_pack_panel(p, jc, own) != 0) return -1;
             for (idx t0 = 0; t0 < T; t0 += TG) {
                 const idx t1 = min_i(T, t0 + TG);
                 for (idx c0 = 0; c0 < KT; c0 += CB) {
                     const idx kc = min_i(KT - c0, CB);
                     const int first = t0 == 0 && c0 == 0, last = t1 == T && c0 + kc == KT;
                     const float *B = panel + (t0 * KT + c0) * width;
+                    idx ldbt = KT * width;
+                    if (blockwise) {  /* tap t's kc rows at own + (t - t0) * kc * width */
+                        for (idx t = t0; t < t1; t++)
+                            pack_panel(p, t * KT + c0, t * KT + c0 + kc, jc,
+                                       own + (t - t0) * kc * width);
+                        B = own;
+                        ldbt = kc * width;
+                    }
                     for (idx m = ma; m < mb;) {
                         const int full = m < split ? MR : MR - 1, mr = (int)min_i(mb - m, full);
                         const tkern_t kern = m < split ? s->by_nv[nv] : s->less[nv];
                         tile_pointers(j, runs, m, mr, full, t0, t1, zero, P, pad);
-                        kern(t1 - t0, kc, P, c0, full * j->sx * j->sw, B, width, KT * width,
+                        kern(t1 - t0, kc, P, c0, full * j->sx * j->sw, B, width, ldbt,
                              j->Y + m * j->ldy + jc,
                              j->ldy, mr, nr, first, last, j->bias ? j->bias + jc : NULL,
                              j->R ? j->R + m * j->ldr + jc : NULL, j->ldr, j->act);
@@ -146,6 +185,7 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
             }
         }
     }
+    if ((size_t)floats * sizeof(float) > KEEP_PANEL_BYTES) pw_scratch_drop(3);
     return 0;
 }
 
@@ -179,83 +219,80 @@ static const float *pack_row(const taps_pack_job *p, idx k) {
     return p->W + i * p->si + j * p->sj + c * p->sc;
 }
 
-/* Rows [k0, k1) of W into every panel. With unit filter stride (HWIO) W is read in order,
- * one stream, where a panel at a time would read it in short strided pieces (9 MB: 0.39
- * against 1.75 ms on one thread). With unit channel stride (torch's OIHW at 1x1, or its
- * channels_last weights) each tap's channels are transposed a block at a time (transpose.c).
- * Otherwise (OIHW k x k) a block of TK rows at a time: the block's rows of the panel stay
- * in L1 while the panel's filters are read. */
-enum { TK = 16 };
-static void pack_rows(const taps_pack_job *p, idx k0, idx k1, idx f0, idx f1) {
-    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, vw = p->isa->vw;
-    for (idx jc = f0; p->sf != 1 && jc < f1; jc += NR) {  /* the padding columns */
-        const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
-        for (idx k = k0; width > nr && k < k1; k++)
-            memset(p->out + jc * p->K + k * width + nr, 0, (size_t)(width - nr) * sizeof(float));
-    }
-    if (p->sf == 1) {
-        for (idx k = k0; k < k1; k++)
-            for (idx jc = 0; jc < p->F; jc += NR) {
-                const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
-                float *o = p->out + jc * p->K + k * width;
-                memcpy(o, pack_row(p, k) + jc, (size_t)nr * sizeof(float));
-                if (width > nr) memset(o + nr, 0, (size_t)(width - nr) * sizeof(float));
-            }
-    } else if (p->sc == 1) {
-        for (idx k = k0, k1t; k < k1; k = k1t) {  /* the rows of one tap at a time */
-            k1t = min_i(k1, (k / p->C + 1) * p->C);
-            for (idx jc = f0; jc < f1; jc += NR) {
-                const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
-                pw_transpose(pack_row(p, k) + jc * p->sf, p->sf, nr, k1t - k,
-                             p->out + jc * p->K + k * width, width);
-            }
-        }
-    } else {
-        const float *row[TK];
-        for (idx kb = k0; kb < k1; kb += TK) {
-            const idx tk = min_i(k1 - kb, TK);
-            for (idx t = 0; t < tk; t++) row[t] = pack_row(p, kb + t);
-            for (idx jc = f0; jc < f1; jc += NR) {
-                const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
-                float *o = p->out + jc * p->K + kb * width;
-                for (idx f = 0; f < nr; f++) {
-                    const idx at = (jc + f) * p->sf;
-                    for (idx t = 0; t < tk; t++) o[t * width + f] = row[t][at];
-                }
-            }
-        }
-    }
-}
-
-/* torch's OIHW k x k weight (a filter's C·KH·KW weights contiguous, in (c, i, j) order):
- * channels [c0, c1), a chunk of CB channels at a time transposed into a buffer (its rows in
- * (c, i, j) order) and copied from there, row by row, to their places in (i, j, c) order. */
+/* torch's OIHW k x k weight (a filter's C·KH·KW weights contiguous, in (c, i, j) order). */
 static int oihw(const taps_pack_job *p) {
     const idx T = p->K / p->C;
     return p->sf != 1 && p->sj == 1 && p->si == p->KW && p->sc == T && T > 1;
 }
 
-static void pack_oihw(const taps_pack_job *p, idx c0, idx c1, idx f0, idx f1) {
+/* Rows [k0, k1) of the panel of filters [jc, jc + nr) into dst, rows `width` floats apart,
+ * zero-padded to width. With unit filter stride (HWIO) each row is one copy. With unit
+ * channel stride (torch's OIHW at 1x1, or its channels_last weights) each tap's channels are
+ * transposed a block at a time (transpose.c). Otherwise (OIHW k x k, see pack_oihw for the
+ * whole panel) a block of TK rows at a time: the block's rows stay in L1 while the panel's
+ * filters are read. */
+enum { TK = 16 };
+#ifndef PACK_AHEAD
+#define PACK_AHEAD 8
+#endif
+static void pack_panel(const taps_pack_job *p, idx k0, idx k1, idx jc, float *dst) {
     const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, vw = p->isa->vw;
-    const idx T = p->K / p->C, CB = T >= 256 ? 1 : 256 / T;
-    float *tmp = pw_scratch(2, (size_t)(CB * T * NR));
-    if (tmp == NULL) {
-        if (p->failed != NULL) atomic_store(p->failed, 1);
-        return;
-    }
-    for (idx cb = c0; cb < c1; cb += CB) {
-        const idx nc = min_i(c1 - cb, CB);
-        for (idx jc = f0; jc < f1; jc += NR) {
-            const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
-            pw_transpose(p->W + jc * p->sf + cb * T, p->sf, nr, nc * T, tmp, NR);
-            for (idx c = cb; c < cb + nc; c++)
-                for (idx t = 0; t < T; t++) {
-                    float *o = p->out + jc * p->K + (t * p->C + c) * width;
-                    memcpy(o, tmp + ((c - cb) * T + t) * NR, (size_t)nr * sizeof(float));
-                    if (width > nr) memset(o + nr, 0, (size_t)(width - nr) * sizeof(float));
-                }
+    const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
+    if (p->sf == 1) {
+        for (idx k = k0; k < k1; k++) {
+            if (k + PACK_AHEAD < k1) {  /* rows lie F floats apart: fetch ahead of the copy */
+                const char *q = (const char *)(pack_row(p, k + PACK_AHEAD) + jc);
+                for (idx b = 0; b < nr * (idx)sizeof(float); b += 64) __builtin_prefetch(q + b, 0, 2);
+            }
+            memcpy(dst + (k - k0) * width, pack_row(p, k) + jc, (size_t)nr * sizeof(float));
+        }
+    } else if (p->sc == 1) {
+        for (idx k = k0, k1t; k < k1; k = k1t) {  /* the rows of one tap at a time */
+            k1t = min_i(k1, (k / p->C + 1) * p->C);
+            pw_transpose(pack_row(p, k) + jc * p->sf, p->sf, nr, k1t - k, dst + (k - k0) * width,
+                         width);
+        }
+    } else {
+        const float *row[TK];
+        for (idx kb = k0; kb < k1; kb += TK) {
+            const idx tk = min_i(k1 - kb, TK);
+            for (idx t = 0; t < tk; t++) row[t] = pack_row(p, kb + t) + jc * p->sf;
+            float *o = dst + (kb - k0) * width;
+            for (idx f = 0; f < nr; f++)
+                for (idx t = 0; t < tk; t++) o[t * width + f] = row[t][f * p->sf];
         }
     }
+    for (idx k = k0; width > nr && k < k1; k++)  /* the padding columns */
+        memset(dst + (k - k0) * width + nr, 0, (size_t)(width - nr) * sizeof(float));
+}
+
+/* The whole panel [jc, jc + nr) of torch's OIHW k x k weight into dst (K rows, width apart):
+ * a chunk of CB channels at a time transposed into a buffer (its rows in (c, i, j) order)
+ * and copied from there, row by row, to their places in (i, j, c) order. */
+static int pack_oihw(const taps_pack_job *p, idx jc, float *dst) {
+    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, vw = p->isa->vw;
+    const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
+    const idx T = p->K / p->C, CB = T >= 256 ? 1 : 256 / T;
+    float *tmp = pw_scratch(2, (size_t)(CB * T * NR));
+    if (tmp == NULL) return -1;
+    for (idx cb = 0; cb < p->C; cb += CB) {
+        const idx nc = min_i(p->C - cb, CB);
+        pw_transpose(p->W + jc * p->sf + cb * T, p->sf, nr, nc * T, tmp, NR);
+        for (idx c = cb; c < cb + nc; c++)
+            for (idx t = 0; t < T; t++) {
+                float *o = dst + (t * p->C + c) * width;
+                memcpy(o, tmp + ((c - cb) * T + t) * NR, (size_t)nr * sizeof(float));
+                if (width > nr) memset(o + nr, 0, (size_t)(width - nr) * sizeof(float));
+            }
+    }
+    return 0;
+}
+
+/* All K rows of the panel [jc, ...) into dst. */
+int pw_taps_pack_panel(const taps_pack_job *p, idx jc, float *dst) {
+    if (oihw(p)) return pack_oihw(p, jc, dst);
+    pack_panel(p, 0, p->K, jc, dst);
+    return 0;
 }
 
 void pw_taps_pack_part(void *arg, int part, int parts) {
@@ -268,20 +305,20 @@ void pw_taps_pack_part(void *arg, int part, int parts) {
         plain.sc = plain.ldw;
         plain.sf = 1;
     }
+    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, panels = (p->F + NR - 1) / NR;
     if (p->sf == 1) {  /* rows of filters in order: a part takes rows, read as one stream */
-        pack_rows(p, p->K * part / parts, p->K * (part + 1) / parts, 0, p->F);
+        const idx k0 = p->K * part / parts, k1 = p->K * (part + 1) / parts, vw = p->isa->vw;
+        for (idx k = k0; k < k1; k++)
+            for (idx jc = 0; jc < p->F; jc += NR) {
+                const idx width = (min_i(p->F - jc, NR) + vw - 1) / vw * vw;
+                pack_panel(p, k, k + 1, jc, p->out + jc * p->K + k * width);
+            }
         return;
     }
     /* a filter's weights in order: a part takes whole panels, split as pw_taps_part splits
-     * them when it splits by filters, so that each thread then reads the panels it wrote.
-     * Split by rows instead, 7x7 2048->512 (1x1, N=1) ran at 0.57x of a weight packed
-     * before the call, 3x3 512->512 at 0.46x; by panels, at 0.75x and 0.63x. */
-    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, panels = (p->F + NR - 1) / NR;
-    const idx f0 = min_i(p->F, panels * part / parts * NR);
-    const idx f1 = min_i(p->F, panels * (part + 1) / parts * NR);
-    if (oihw(p))
-        pack_oihw(p, 0, p->C, f0, f1);
-    else
-        pack_rows(p, 0, p->K, f0, f1);
+     * them when it splits by filters */
+    for (idx q = panels * part / parts; q < panels * (part + 1) / parts; q++)
+        if (pw_taps_pack_panel(p, q * NR, p->out + q * NR * p->K) != 0 && p->failed != NULL)
+            atomic_store(p->failed, 1);
 }
 #endif
