@@ -118,7 +118,8 @@ def test_peak_memory_counts_numpy_temporaries_only_for_numpy_runtimes() -> None:
 
 
 def test_quick_burst_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pointwise.bench.suites import burst
+    from pointwise.bench.suites import burst, burst_machine
+    from pointwise.kernels import native
 
     js = tmp_path / "burst.json"
     rc = bench_cli.main(["bench", "--suite", "burst", "--quick", "--repeats", "2",
@@ -128,7 +129,10 @@ def test_quick_burst_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     doc = json.loads(js.read_text())
     rows = doc["rows"]
     assert not doc["failed"] and {r["mode"] for r in rows} == {"bursts", "interleaved"}
-    assert {r["impl"] for r in rows} == {"pointwise", "numpy matmul", "torch channels_last"}
+    users = {"pointwise", "numpy matmul", "torch channels_last"}
+    machine = native.ENABLED and len(burst_machine.cpus_for(2)) == 2
+    assert {r["impl"] for r in rows} == users | ({burst.MACHINE} if machine else set())
+    assert {r["impl"] for r in rows if r["mode"] == "interleaved"} == users
     for r in rows:
         assert r["verified"] and r["rel_err"] <= 1e-4, r
         g = r["rounds_gflops"]
@@ -138,6 +142,10 @@ def test_quick_burst_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert f"{r['impl']:<20}" in printed
     ours = next(r for r in rows if r["mode"] == "bursts" and r["library"] == "pointwise")
     assert len(ours["vs_numpy"]) == 2 and len(ours["first_gflops"]) == 2
+    assert ("vs_machine" in ours) == machine and len(ours.get("vs_machine", [0] * 2)) == 2
+    for r in rows:
+        if r["mode"] == "interleaved":  # the cold steady state, and each round over it
+            assert r["cold_gflops"] > 0 and len(r["vs_cold"]) == 2
     assert len(ours["waited_ms"]) == 2 and min(ours["waited_ms"]) >= 0
     assert "flagged" in printed and "÷ steady" in printed
 
@@ -153,3 +161,11 @@ def test_burst_report_marks_every_flagged_round() -> None:
     assert "flagged 1/3" in out and " 80!" in out and " 95 " in out and "(min 1.10)" in out
     assert "waited for a CPU" in out and "12.5" in out
     assert "waited for a CPU" not in burst.text([{**row, "waited_ms": [0.0, 0.2, 0.0]}])
+    out = burst.text([{**row, "vs_machine": [0.95, 0.62, 1.0]}])
+    assert "÷ the machine in the same round" in out and "(min 0.62)" in out
+    inter = {"problem": "p | interleaved", "mode": "interleaved", "impl": "pointwise",
+             "verified": True, "flops": 1e8, "rounds_gflops": [80.0, 99.0],
+             "steady_gflops": 100.0, "vs_steady": [0.8, 0.99], "flagged": [0],
+             "cold_gflops": 85.0, "vs_cold": [0.94, 1.16]}
+    out = burst.text([inter])
+    assert "0.80!" in out and "cold      85" in out and "1.16" in out

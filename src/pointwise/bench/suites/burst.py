@@ -16,9 +16,19 @@ torch's channels_last conv2d + ReLU when torch imports):
   implementation alone, measured after ``IDLE_S`` of idle. A round below ``FLAG`` of the
   steady state is flagged.
 
+Two yardsticks separate the machine's slowness from ours:
+
+* the **machine** row of the bursts (:mod:`burst_machine`): the same call split over threads
+  pinned to the CPUs the kernels use, each doing its share on one kernel thread with no
+  wake-up or hand-off, run in the same rotation after the same idle. Its slow rounds are
+  rounds in which the machine (the host) was slow; no thread design can beat them;
+* the **cold** steady state of the interleaved pattern: the warm loop's median again, each
+  call after a walk of twice the last-level cache. The other libraries' calls evict a
+  memory-bound call's data, which the warm steady state kept in cache; ``÷ cold`` shows
+  how much of a flagged round is that eviction rather than threads.
+
 Every output is verified against a float64 reference before anything is timed. A burst
-during which the calling thread waited for a CPU (another process had it) shows that wait;
-rounds where the machine itself was slow show in the peers' rounds too: compare the columns.
+during which the calling thread waited for a CPU (another process had it) shows that wait.
 """
 
 from __future__ import annotations
@@ -33,10 +43,12 @@ import numpy as np
 import pointwise as pw
 from pointwise.bench import harness as h
 from pointwise.bench import peers
+from pointwise.bench.suites.burst_machine import PinnedShares, cpus_for
 from pointwise.bench.suites.common import Settings, pick
 from pointwise.bench.suites.ops import Shape
+from pointwise.kernels import blas, native
 
-__all__ = ["CALLS", "FLAG", "IDLE_S", "SHAPES", "run", "text"]
+__all__ = ["CALLS", "FLAG", "IDLE_S", "MACHINE", "SHAPES", "run", "text"]
 
 #: rounds, (unused) time per sample, warm-up before a steady state (s), tolerance
 DEFAULTS = {"repeats": 16, "target_ms": 0.0, "warm_s": 0.2, "rtol": 1e-4}
@@ -46,10 +58,29 @@ SHAPES = [Shape("googlenet3a", 8, 28, 192, 64), Shape("resnet50", 8, 14, 1024, 2
 CALLS = 15  # calls per burst, and cycles per interleaved round
 IDLE_S = 0.3  # longer than OpenBLAS's ~0.1 s of spinning after a call
 FLAG = 0.9  # a round below this share of the best round (or of the steady state) is flagged
+MACHINE = "machine (pinned shares)"  # the bursts' yardstick row (burst_machine)
+Bursts = dict[str, Callable[[int], list[float]]]  # name -> burst(calls) -> call times
 
 
-def _impls(sh: Shape, rng: np.random.Generator) -> list[h.Impl]:
-    """pointwise, NumPy and torch (if it imports) on one (N, H, W, C) problem, NHWC."""
+def _last_level_cache() -> int:
+    """Bytes of the largest CPU cache Linux reports, or 32 MiB where it reports none."""
+    best = 0
+    for k in range(8):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu0/cache/index{k}/size") as fh:
+                v = fh.read().strip()
+        except OSError:
+            break
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(v[-1:], 1)
+        best = max(best, int(v.rstrip("KM")) * scale)
+    return best or 32 << 20
+
+
+def _impls(sh: Shape, rng: np.random.Generator) -> tuple[list[h.Impl], Bursts]:
+    """pointwise, NumPy, torch (if it imports) and the machine's yardstick (where it can
+    run) on one (N, H, W, C) problem, NHWC; and the implementations whose bursts are not
+    timed calls of ``fn`` (the yardstick's), by name."""
+    special: Bursts = {}
     x = rng.standard_normal((sh.n, sh.h, sh.h, sh.c), dtype=np.float32)  # (N, H, W, C)
     w = rng.standard_normal((sh.c, sh.f), dtype=np.float32)  # (C, F)
     w *= np.float32(1 / np.sqrt(sh.c))  # |y| ~ 1 for every C
@@ -72,6 +103,11 @@ def _impls(sh: Shape, rng: np.random.Generator) -> list[h.Impl]:
                lambda: pw.conv1x1(x, w, b, activation="relu", out=y), check),
         h.Impl("numpy matmul", "numpy", "NHWC", "openblas", numpy_call, check),
     ]
+    cpus = cpus_for(blas.wanted())
+    if native.ENABLED and len(cpus) >= 2:  # the yardstick: the kernels on, two CPUs to pin
+        machine = PinnedShares(x2, w, np.empty((m, sh.f), np.float32), b, "relu", cpus)
+        impls.append(h.Impl(MACHINE, "machine", "NHWC", "machine", machine.call, check))
+        special[MACHINE] = machine.burst
     torch = peers.module("torch")
     if torch is not None:
         fn = torch.nn.functional
@@ -82,7 +118,7 @@ def _impls(sh: Shape, rng: np.random.Generator) -> list[h.Impl]:
             "torch channels_last", "torch", "NHWC", "torch",
             lambda: torch.relu_(fn.conv2d(tx, tw, tb)),
             lambda out: h.rel_err(out.permute(0, 2, 3, 1).numpy().reshape(m, sh.f), ref)))
-    return impls
+    return impls, special
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -100,8 +136,8 @@ def _waited() -> float:
         return 0.0
 
 
-def _bursts(impls: list[h.Impl], rounds: int,
-            idle_s: float) -> tuple[dict[str, list[list[float]]], dict[str, list[float]]]:
+def _bursts(impls: list[h.Impl], rounds: int, idle_s: float,
+            special: Bursts) -> tuple[dict[str, list[list[float]]], dict[str, list[float]]]:
     """Per implementation, per round: the CALLS call times of a burst after idle_s, and the
     time the calling thread waited for a CPU meanwhile (another process had it)."""
     out: dict[str, list[list[float]]] = {im.name: [] for im in impls}
@@ -110,7 +146,9 @@ def _bursts(impls: list[h.Impl], rounds: int,
         for im in impls if r % 2 == 0 else impls[::-1]:
             time.sleep(idle_s)
             w0 = _waited()
-            out[im.name].append([_timed(im.fn) for _ in range(CALLS)])
+            burst = special.get(im.name)
+            out[im.name].append(burst(CALLS) if burst is not None
+                                else [_timed(im.fn) for _ in range(CALLS)])
             waits[im.name].append(_waited() - w0)
     return out, waits
 
@@ -120,6 +158,16 @@ def _steady(im: h.Impl, idle_s: float, warm_s: float) -> float:
     time.sleep(idle_s)
     h.busy(im.fn, warm_s)
     return statistics.median(_timed(im.fn) for _ in range(2 * CALLS))
+
+
+def _steady_cold(im: h.Impl, walk: np.ndarray) -> float:
+    """Median call time of im when each call follows a read of ``walk`` (twice the last-level
+    cache): the steady state of a call whose data other work has evicted."""
+    times = []
+    for _ in range(2 * CALLS):
+        walk.sum()  # reads every line of walk: evicts the previous call's data
+        times.append(_timed(im.fn))
+    return statistics.median(times)
 
 
 def _interleaved(impls: list[h.Impl], rounds: int) -> dict[str, list[list[float]]]:
@@ -143,27 +191,29 @@ def run(st: Settings, roofs: dict[str, Any], say: Callable[[str], None], *,
     if st.quick:
         picked = picked[:1]
     idle_s = IDLE_S / 2 if st.quick else IDLE_S
+    walk = np.ones(2 * _last_level_cache() // 8)  # float64: twice the last-level cache
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     for sh in picked:
-        impls = _impls(sh, rng)
+        impls, special = _impls(sh, rng)
         for note in h.verify(impls, st.rtol):
             say(f"{sh.name}: {note}")
         live = [im for im in impls if im.ok]
+        users = [im for im in live if im.name not in special]  # the interleaved pattern's
         flops = sh.cost(bias=True).flops
         base = {"suite": "burst", "shape": sh.name, "flops": flops}
         say(f"{sh.name}: bursts after {idle_s:g} s idle")
-        bursts, waits = _bursts(live, st.repeats, idle_s)
+        bursts, waits = _bursts(live, st.repeats, idle_s, special)
         say(f"{sh.name}: interleaved, no pauses")
-        steady = {im.name: _steady(im, idle_s, st.warm_s) for im in live}
-        mixed = _interleaved(live, st.repeats)
-        numpy_rounds = [statistics.median(ts) for ts in bursts.get("numpy matmul", [])]
+        steady = {im.name: _steady(im, idle_s, st.warm_s) for im in users}
+        cold = {im.name: _steady_cold(im, walk) for im in users}
+        mixed = _interleaved(users, st.repeats)
         by_mode: dict[str, list[dict[str, Any]]] = {"bursts": [], "interleaved": []}
         for im in impls:
             row = {**base, "impl": im.name, "library": im.library, "layout": im.layout,
                    "verified": im.ok, "rel_err": im.err}
             if not im.ok:
-                for m in by_mode:
+                for m in by_mode if im.name not in special else ["bursts"]:
                     by_mode[m].append({**row, "mode": m, "problem": f"{sh.name} | {m}",
                                        "error": im.error})
                 continue
@@ -174,16 +224,22 @@ def run(st: Settings, roofs: dict[str, Any], say: Callable[[str], None], *,
                                                           for ts in bursts[im.name]],
                      "best_gflops": best, "waited_ms": [1e3 * v for v in waits[im.name]],
                      "flagged": [i for i, v in enumerate(g) if v < FLAG * best]}
-            if numpy_rounds and im.library == "pointwise":
-                burst["vs_numpy"] = [n / statistics.median(ts) for n, ts
-                                     in zip(numpy_rounds, bursts[im.name], strict=True)]
+            if im.library == "pointwise":
+                for peer, key in (("numpy matmul", "vs_numpy"), (MACHINE, "vs_machine")):
+                    if bursts.get(peer):
+                        burst[key] = [statistics.median(p) / statistics.median(ts) for p, ts
+                                      in zip(bursts[peer], bursts[im.name], strict=True)]
+            by_mode["bursts"].append(burst)
+            if im.name in special:
+                continue
             s = flops / steady[im.name] / 1e9
             ratios = [steady[im.name] / statistics.median(ts) for ts in mixed[im.name]]
-            by_mode["bursts"].append(burst)
             by_mode["interleaved"].append({
                 **row, "mode": "interleaved", "problem": f"{sh.name} | interleaved",
                 "steady_gflops": s, "rounds_gflops": [s * v for v in ratios],
-                "vs_steady": ratios, "flagged": [i for i, v in enumerate(ratios) if v < FLAG]})
+                "vs_steady": ratios, "flagged": [i for i, v in enumerate(ratios) if v < FLAG],
+                "cold_gflops": flops / cold[im.name] / 1e9,
+                "vs_cold": [cold[im.name] / statistics.median(ts) for ts in mixed[im.name]]})
         rows += by_mode["bursts"] + by_mode["interleaved"]
         say(f"done {sh.name}")
     return rows
@@ -220,11 +276,15 @@ def text(rows: list[dict[str, Any]]) -> str:
             firsts = r["first_gflops"]
             out.append(f"  {'':<20} first call of each burst: median "
                        f"{statistics.median(firsts):.0f}, min {min(firsts):.0f}")
-            if "vs_numpy" in r:
-                out.append(f"  {'':<20} ÷ numpy in the same round: "
-                           + _round_cells(r["vs_numpy"], [], "4.2f")
-                           + f"  (min {min(r['vs_numpy']):.2f})")
+            for key, peer in (("vs_numpy", "numpy"), ("vs_machine", "the machine")):
+                if key in r:
+                    out.append(f"  {'':<20} ÷ {peer} in the same round: "
+                               + _round_cells(r[key], [], "4.2f")
+                               + f"  (min {min(r[key]):.2f})")
         else:
             out.append(f"{name} steady {r['steady_gflops']:5.0f}  flagged {k}/{n}  "
                        "÷ steady: " + _round_cells(r["vs_steady"], r["flagged"], "4.2f"))
+            if "vs_cold" in r:
+                out.append(f"  {'':<20} cold   {r['cold_gflops']:5.0f}  ÷ cold steady: "
+                           + _round_cells(r["vs_cold"], [], "4.2f"))
     return "\n".join(out)
