@@ -182,3 +182,21 @@ def test_bad_arguments_get_one_message(call, match):
          "wp": np.ones((1, 1, 8, 4), np.float32)}
     with pytest.raises(ValueError, match=match):
         call(x, w)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("n, h, f", [(1, 14, 200), (3, 7, 130), (8, 7, 200), (2, 9, 96)])
+def test_small_images_split_filters_and_bands_span_images(isa, stride, n, h, f):
+    """Few pixels (N·Ho·Wo under two bands' worth a part): the parts split the projection's
+    filters, each filtering the same rows; bands run on across images (7x7, N=8)."""
+    rng = np.random.default_rng(n * h + f)
+    x = rng.standard_normal((n, h, h, 96)).astype(np.float32)
+    _, _, wd, bd, wp, bp = weights(rng, 96, 96, f, expand=False)
+    y = pw.depthwise_separable(x, wd, bd, wp[0, 0], bp, stride=stride)
+    check(y, reference(x, None, None, wd, bd, wp, bp, stride, "relu", False, False), 1e-4)
+
+
+@pytest.mark.parametrize("n, h, c, t", [(8, 7, 16, 6), (5, 4, 24, 4), (3, 14, 16, 1)])
+def test_residual_bands_span_images(isa, n, h, c, t):
+    """The residual's rows, read across an image's end within one band."""
+    run_inverted(np.random.default_rng(n + h + c), n, h, h, c, t, c, 1)

@@ -13,13 +13,14 @@ children one after the other. ``to_conv2d()`` gives the block as torch's own mod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from pointwise.kernels import native as _native
+from pointwise.nn import _fastblock
 from pointwise.nn import _native_torch as _nt
 from pointwise.nn._native_taps import is_depthwise3x3
 from pointwise.nn.conv2d import Conv2d
@@ -47,11 +48,18 @@ class _Fused(nn.Module):
         self.project = project
         self.residual = residual
 
+    #: the call's plan (pointwise.nn._fastblock) is no TorchScript
+    __jit_ignored_attributes__: ClassVar[list[str]] = ["_plan"]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = _fastblock.call(self, x)  # planned before: the data pointers, straight on
+        if y is not None:
+            return y
         if ((not torch.is_grad_enabled() or not _needs_grad(self, x))
                 and not _is_graph_capture() and not _forward_ad()):
             y = self._fused(x)
             if y is not None:
+                _fastblock.plan(self, x)
                 return y
         h = x if self.expand is None else self.expand(x)  # (N, E, H, W)
         h = self.dw(h)  # (N, E, H/s, W/s)

@@ -418,6 +418,10 @@ static PyMethodDef methods[] = {
     {"moments", pw_py_moments, METH_VARARGS,
      "moments(threads, x, mean, scatter, segment, block, path=-1, openmp=False) -> bool:\n"
      "the float64 mean and scatter of the rows of x (M, C); see module_moments.c."},
+    {"block_at", pw_py_block_at, METH_VARARGS,
+     "block_at(threads, openmp, acts, stride, residual, x, (N, H, W, C, sn, sh, sw), we, be,\n"
+     "wd, bd, wp, bp, E, F, y) -> bool: block() on operands given by address, the weights in\n"
+     "torch's layouts; see module_blocks.c."},
     {"openmp", py_openmp, METH_VARARGS,
      "openmp(path) -> bool: bind to the libgomp at path if the process has loaded it (torch\n"
      "does), so that calls with openmp=True run on its threads; False: not loaded, nothing\n"

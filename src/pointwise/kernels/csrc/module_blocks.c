@@ -16,20 +16,44 @@ static int optional(PyObject *o, Py_buffer *v, int *n, int ndim, int writable, v
     return 1;
 }
 
-/* w (K, F) rows ldw apart, or with t torch's (F, K) storage, packed, in parallel, into the
- * calling thread's slot `slot`. */
-static float *pack(const isa_t *isa, const Py_buffer *w, int t, int slot, int threads,
-                   int openmp, atomic_int *failed) {
-    const idx K = w->shape[t], F = w->shape[1 - t];
+/* w (K, F) rows ldw apart, or with t torch's (F, K) storage (rows ldw apart), packed, in
+ * parallel, into the calling thread's slot `slot`. */
+static float *pack(const isa_t *isa, const float *w, idx K, idx F, idx ldw, int t, int slot,
+                   int threads, int openmp, atomic_int *failed) {
     float *out = pw_scratch(slot, (size_t)pw_taps_packed_size(isa, K, F));
     if (out == NULL) return NULL;
-    taps_pack_job p = {isa, w->buf, K, F, w->strides[0] / 4, out};
+    taps_pack_job p = {isa, w, K, F, ldw, out};
     if (t) {  /* element (c, f) at f * ldw + c: one kernel tap of C = K rows, read transposed */
-        p.KW = 1, p.C = K, p.sc = 1, p.sf = w->strides[0] / 4;
+        p.KW = 1, p.C = K, p.sc = 1, p.sf = ldw;
         p.ldw = 0;
     }
     return pw_run_released(pw_taps_pack_part, &p, (long long)K * F, threads, failed, openmp) > 0
                ? out : NULL;
+}
+
+/* Pack j's 1x1 weights (we, wp: rows lde, ldp apart; with t, torch's (E, C) and (F, E)) and
+ * run it: 1, or -1 when out of memory. */
+static int run(block_job *j, const float *we, idx lde, const float *wp, idx ldp, int t,
+               int threads, int openmp) {
+    int ok = -1;
+    if ((we == NULL ||
+         (j->We = pack(j->isa, we, j->C, j->E, lde, t, 4, threads, openmp, &j->failed)) != NULL) &&
+        (j->Wp = pack(j->isa, wp, j->E, j->F, ldp, t, 5, threads, openmp, &j->failed)) != NULL) {
+        const long long macs = (long long)j->N * j->Ho * j->Wo * (j->E * j->F + 9 * j->E) +
+                               (we ? (long long)j->N * j->H * j->W * j->C * j->E : 0);
+        ok = pw_run_released(pw_block_part, j, macs, threads, &j->failed, openmp);
+    }
+    for (int slot = 4; slot < 6; slot++)
+        if ((size_t)pw_taps_packed_size(j->isa, j->E, j->F > j->C ? j->F : j->C) *
+                sizeof(float) > KEEP_BLOCK_PACKED_BYTES)
+            pw_scratch_drop(slot);
+    return ok;
+}
+
+/* A float32 address: nonzero and 4-byte aligned (optional: 0 is NULL). */
+static int address(unsigned long long a, int optional, const float **p) {
+    *p = (const float *)(uintptr_t)a;
+    return (a == 0 && optional) || (a != 0 && (a & 3) == 0);
 }
 #endif
 
@@ -84,18 +108,52 @@ PyObject *pw_py_block(PyObject *self, PyObject *args) {
         block_job j = {isa, N, H, W, C, sn, sh, sw, E, F, stride, Ho, Wo, x->buf, NULL, be,
                        wd->buf, bd, NULL, bp, acts[0], acts[1], acts[2], residual, y->buf,
                        y->strides[0] / 4, 0};
-        ok = -1;
-        if ((we == NULL || (j.We = pack(isa, &v[iwe], t, 4, threads, openmp, &j.failed)) != NULL) &&
-            (j.Wp = pack(isa, wp, t, 5, threads, openmp, &j.failed)) != NULL) {
-            const long long macs = (long long)N * Ho * Wo * (E * F + 9 * E) +
-                                   (we ? (long long)N * H * W * C * E : 0);
-            ok = pw_run_released(pw_block_part, &j, macs, threads, &j.failed, openmp);
-        }
-        for (int slot = 4; slot < 6; slot++)
-            if ((size_t)pw_taps_packed_size(isa, E, F > C ? F : C) * sizeof(float) >
-                KEEP_BLOCK_PACKED_BYTES)
-                pw_scratch_drop(slot);
+        ok = run(&j, we, we ? v[iwe].strides[0] / 4 : 0, wp->buf, wp->strides[0] / 4, t,
+                 threads, openmp);
     }
 #endif
     return pw_answer(v, n, ok);
+}
+
+/* block_at(threads, openmp, (act_e, act_d, act_p), stride, residual, x, (N, H, W, C, sn, sh,
+ * sw), we, be, wd, bd, wp, bp, E, F, y) -> bool: block() on operands given by address, for
+ * pointwise.nn's fused modules, which check shapes and strides once per layer (as rows_at()'s
+ * callers do): x's pixels sw floats apart (channels unit stride), we (E, C) and wp (F, E)
+ * torch's contiguous 1x1 weights (we 0: no expansion, E = C), wd torch's contiguous
+ * (E, 1, 3, 3) depthwise weight, y (N·Ho·Wo, F) contiguous, biases 0 for none. At batch 1 a
+ * small block's kernel call takes ~8 us, and the eight NumPy views block() needs took ~40. */
+PyObject *pw_py_block_at(PyObject *self, PyObject *args) {
+    (void)self;
+    int threads, openmp, acts[3], stride, residual, ok = 0;
+    unsigned long long xa, wea, bea, wda, bda, wpa, bpa, ya;
+    Py_ssize_t N, H, W, C, sn, sh, sw, E, F;
+    if (!PyArg_ParseTuple(args, "ii(iii)ipK(nnnnnnn)KKKKKKnnK", &threads, &openmp, &acts[0],
+                          &acts[1], &acts[2], &stride, &residual, &xa, &N, &H, &W, &C, &sn, &sh,
+                          &sw, &wea, &bea, &wda, &bda, &wpa, &bpa, &E, &F, &ya))
+        return NULL;
+    for (int i = 0; i < 3; i++)
+        if (!pw_check_options(acts[i], openmp)) return NULL;
+#ifdef PW_X86
+    const isa_t *isa = pw_current();
+    const float *X, *We, *Be, *Wd, *Bd, *Wp, *Bp, *Y;
+    const idx Ho = (H - 1) / (stride > 0 ? stride : 1) + 1, Wo = (W - 1) / (stride > 0 ? stride : 1) + 1;
+    if (isa != NULL && (stride == 1 || stride == 2) && address(xa, 0, &X) &&
+        address(wea, 1, &We) && address(bea, 1, &Be) && address(wda, 0, &Wd) &&
+        address(bda, 1, &Bd) && address(wpa, 0, &Wp) && address(bpa, 1, &Bp) &&
+        address(ya, 0, &Y) && N > 0 && H > 0 && W > 0 && C > 0 && E > 0 && F > 0 &&
+        sw >= C && sh >= W * sw && sn >= H * sh && (We != NULL || E == C) &&
+        (!residual || (stride == 1 && C == F && sh == W * sw))) {
+        float *wd = pw_scratch(3, (size_t)(9 * E));  /* (E, 1, 3, 3) -> (3, 3, E) */
+        ok = -1;
+        if (wd != NULL) {
+            for (idx e = 0; e < E; e++)
+                for (int t = 0; t < 9; t++) wd[t * E + e] = Wd[e * 9 + t];
+            block_job j = {isa, N, H, W, C, sn, sh, sw, E, F, stride, Ho, Wo, X, NULL, Be, wd,
+                           Bd, NULL, Bp, acts[0], acts[1], acts[2], residual, (float *)Y, F, 0};
+            ok = run(&j, We, C, Wp, E, 1, threads, openmp);
+        }
+    }
+#endif
+    if (ok < 0) return PyErr_NoMemory();
+    return PyBool_FromLong(ok);
 }

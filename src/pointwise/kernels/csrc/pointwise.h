@@ -300,6 +300,7 @@ int pw_run_released(part_fn fn, void *job, long long macs, int threads, atomic_i
 #endif
 /* module_blocks.c */
 PyObject *pw_py_block(PyObject *self, PyObject *args);
+PyObject *pw_py_block_at(PyObject *self, PyObject *args);
 /* module_moments.c */
 PyObject *pw_py_moments(PyObject *self, PyObject *args);
 /* module_at.c */
