@@ -169,3 +169,31 @@ def test_burst_report_marks_every_flagged_round() -> None:
              "cold_gflops": 85.0, "vs_cold": [0.94, 1.16]}
     out = burst.text([inter])
     assert "0.80!" in out and "cold      85" in out and "1.16" in out
+
+
+def test_after_idle_sleeps_before_every_switch_of_runtime(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    slept: list[tuple[float, int]] = []  # (seconds, calls made before the sleep)
+    monkeypatch.setattr(harness.time, "sleep", lambda s: slept.append((s, len(calls))))
+    a = harness.Impl("a", "pointwise", "NHWC", "pointwise", lambda: calls.append("a"),
+                     lambda y: 0.0, ok=True)
+    b = harness.Impl("b", "numpy", "NHWC", "openblas", lambda: calls.append("b"),
+                     lambda y: 0.0, ok=True)
+    harness.sample([a, b], 3, 0.0, 0.0, 0.0, idle_s=0.3)
+    assert len(a.samples) == len(b.samples) == 3
+    # rounds alternate the order (a b | b a | a b): four switches of runtime, a sleep
+    # before the first call of each
+    start = slept[0][1]  # the calls before it warmed each implementation up
+    switches = [i for i in range(start, len(calls)) if i == start or calls[i] != calls[i - 1]]
+    assert slept == [(0.3, i) for i in switches] and len(slept) == 4
+    slept.clear()
+    harness.sample([a, b], 2, 0.0, 0.0, 0.0)  # the default: no sleep
+    assert slept == []
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf", "soon"])
+def test_after_idle_refuses_what_is_not_seconds(bad: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_cli.main(["bench", "--after-idle", bad]) == 2
+    assert "expected seconds, a number 0 or more" in capsys.readouterr().err

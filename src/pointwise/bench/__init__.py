@@ -27,7 +27,7 @@ def _say(msg: str) -> None:
 def run(suite: str = "ops", *, quick: bool = False, threads: int = 2, repeats: int | None = None,
         shapes: str | None = None, models: tuple[str, ...] | None = None,
         target_ms: float | None = None, settle_s: float | None = None, rtol: float | None = None,
-        say: Callable[[str], None] = _say) -> dict[str, Any]:
+        idle_s: float = 0.0, say: Callable[[str], None] = _say) -> dict[str, Any]:
     """Run one suite; returns ``{"suite", "environment", "roofs", "missing", "rows", "failed"}``."""
     module = SUITES.get(suite)
     if module is None:
@@ -45,6 +45,7 @@ def run(suite: str = "ops", *, quick: bool = False, threads: int = 2, repeats: i
         settle_s=settle_s if settle_s is not None else (0.02 if quick else 0.15),
         rtol=rtol if rtol is not None else float(d["rtol"]),
         quick=quick,
+        idle_s=idle_s,
     )
     say("measuring the roofs")
     r = roofs.measure_roofs(quick)

@@ -10,7 +10,9 @@ Timing protocol (STYLE.md item 11):
 * implementations are grouped by thread runtime (OpenBLAS, torch, onnxruntime, ...); the
   groups alternate order from round to round, and after each switch the first member runs
   ``settle_s`` seconds untimed, because OpenBLAS workers keep spinning ~0.1 s after a call
-  and would slow the next library down;
+  and would slow the next library down; with ``idle_s`` (``pointwise bench --after-idle``)
+  the process first sleeps that long, so every library's threads have gone to sleep and
+  each group starts as a script's call after a pause does;
 * page faults are ``ru_minflt`` over the timed calls, per call; the CPU share other
   processes used while a block ran comes from /proc/stat (``Load``); a problem measured
   while other processes took more than ``BUSY`` of the machine is measured again, up to
@@ -292,13 +294,13 @@ def peak_memory(impls: Sequence[Impl]) -> None:
 
 
 def measure(impls: Sequence[Impl], repeats: int, target_s: float, warm_s: float,
-            settle_s: float, retries: int = RETRIES) -> float:
+            settle_s: float, retries: int = RETRIES, idle_s: float = 0.0) -> float:
     """Sample the verified implementations (:func:`sample`); while other processes keep more
     than ``BUSY`` of the machine, sample again, up to ``retries`` times, and keep the quietest
     attempt. Returns that attempt's foreign load."""
     best: tuple[float, list[tuple[list[float], int]]] | None = None
     for _ in range(1 + retries):
-        foreign = sample(impls, repeats, target_s, warm_s, settle_s)
+        foreign = sample(impls, repeats, target_s, warm_s, settle_s, idle_s)
         if best is None or foreign < best[0]:
             best = (foreign, [(im.samples, im.faults) for im in impls])
         if foreign <= BUSY:
@@ -310,8 +312,9 @@ def measure(impls: Sequence[Impl], repeats: int, target_s: float, warm_s: float,
 
 
 def sample(impls: Sequence[Impl], repeats: int, target_s: float, warm_s: float,
-           settle_s: float) -> float:
-    """Warm up and sample the verified implementations, interleaved; returns the foreign load."""
+           settle_s: float, idle_s: float = 0.0) -> float:
+    """Warm up and sample the verified implementations, interleaved; returns the foreign load.
+    ``idle_s`` > 0: sleep that long before each switch of runtime (all pools asleep)."""
     live = [im for im in impls if im.ok]
     load = Load()
     for im in live:
@@ -324,6 +327,8 @@ def sample(impls: Sequence[Impl], repeats: int, target_s: float, warm_s: float,
     for r in range(repeats):
         for grp in groups if r % 2 == 0 else groups[::-1]:
             if grp[0].runtime != previous:  # let the other runtime's threads go idle
+                if idle_s > 0:
+                    time.sleep(idle_s)
                 busy(grp[0].fn, settle_s)
                 previous = grp[0].runtime
             for im in grp:

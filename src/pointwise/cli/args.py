@@ -104,6 +104,17 @@ def positive(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    """A finite number of seconds, 0 or more (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds, a number 0 or more, but got {text!r}")
+    return value
+
+
 def size(text: str) -> tuple[int, ...]:
     """A tensor size in PyTorch's order: ``"3x224x224"`` (CxHxW) or ``"1x3x224x224"``.
 

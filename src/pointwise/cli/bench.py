@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pointwise.cli.args import default_threads, output_path, positive
+from pointwise.cli.args import default_threads, output_path, positive, seconds
 from pointwise.cli.errors import EXIT, CliError
 
 __all__ = ["add_parsers", "main", "run_bench"]
@@ -47,6 +47,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", metavar="M[,M...]",
                    help="models: zoo names (default resnet18,resnet50,resnet101,mobilenet_v2,"
                    "googlenet)")
+    p.add_argument("--after-idle", type=seconds, default=0.0, metavar="SECONDS",
+                   help="ops, kxk, blocks, models: sleep this long before each library's turn, "
+                   "so every library's threads have gone to sleep (0.3 is longer than any "
+                   "pool spins), as in a script that pauses between libraries (default 0: "
+                   "the previous library's call is followed at once)")
     p.add_argument("--json", metavar="PATH",
                    help="write the results as JSON; a folder gets a file named after the "
                    "environment ('-': print it instead of the table)")
@@ -72,10 +77,12 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         if args.quiet:
             doc = run(args.suite, quick=args.quick, threads=args.threads,
-                      repeats=args.repeats, shapes=args.shapes, models=models, say=_silent)
+                      repeats=args.repeats, shapes=args.shapes, models=models,
+                      idle_s=args.after_idle, say=_silent)
         else:
             doc = run(args.suite, quick=args.quick, threads=args.threads,
-                      repeats=args.repeats, shapes=args.shapes, models=models)
+                      repeats=args.repeats, shapes=args.shapes, models=models,
+                      idle_s=args.after_idle)
     except KeyError as e:
         raise CliError(f"expected a known name, but got {e}") from None
     text = doc.pop("text")

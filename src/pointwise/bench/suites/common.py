@@ -20,6 +20,7 @@ class Settings:
     settle_s: float
     rtol: float
     quick: bool
+    idle_s: float = 0.0  # sleep before each runtime's turn (harness.sample)
 
 
 def rows(impls: list[h.Impl], problem: dict[str, Any], flops: int, nbytes: int,
@@ -39,7 +40,7 @@ def measure(impls: list[h.Impl], st: Settings, say: Callable[[str], None],
         say(f"{label}: {note}")
     h.peak_memory(impls)
     return h.measure(impls, st.repeats, st.target_s, st.warm_s, st.settle_s,
-                     retries=0 if st.quick else h.RETRIES)
+                     retries=0 if st.quick else h.RETRIES, idle_s=st.idle_s)
 
 
 def pick(shapes: str, known: list[Any]) -> list[Any]:
