@@ -17,9 +17,11 @@ static int optional(PyObject *o, Py_buffer *v, int *n, int ndim, int writable, v
 }
 
 /* w (K, F) rows ldw apart, or with t torch's (F, K) storage (rows ldw apart), packed, in
- * parallel, into the calling thread's slot `slot`. */
+ * parallel, into the calling thread's slot `slot`. On as many threads as the block's own
+ * `macs` get: by the weight's size alone MobileNetV2's 7x7 blocks (160 x 960) and v1's
+ * 512 x 512 were packed on one thread while the other waited. */
 static float *pack(const isa_t *isa, const float *w, idx K, idx F, idx ldw, int t, int slot,
-                   int threads, int openmp, atomic_int *failed) {
+                   long long macs, int threads, int openmp, atomic_int *failed) {
     float *out = pw_scratch(slot, (size_t)pw_taps_packed_size(isa, K, F));
     if (out == NULL) return NULL;
     taps_pack_job p = {isa, w, K, F, ldw, out};
@@ -27,7 +29,7 @@ static float *pack(const isa_t *isa, const float *w, idx K, idx F, idx ldw, int 
         p.KW = 1, p.C = K, p.sc = 1, p.sf = ldw;
         p.ldw = 0;
     }
-    return pw_run_released(pw_taps_pack_part, &p, (long long)K * F, threads, failed, openmp) > 0
+    return pw_run_released(pw_taps_pack_part, &p, macs, threads, failed, openmp) > 0
                ? out : NULL;
 }
 
@@ -36,13 +38,12 @@ static float *pack(const isa_t *isa, const float *w, idx K, idx F, idx ldw, int 
 static int run(block_job *j, const float *we, idx lde, const float *wp, idx ldp, int t,
                int threads, int openmp) {
     int ok = -1;
-    if ((we == NULL ||
-         (j->We = pack(j->isa, we, j->C, j->E, lde, t, 4, threads, openmp, &j->failed)) != NULL) &&
-        (j->Wp = pack(j->isa, wp, j->E, j->F, ldp, t, 5, threads, openmp, &j->failed)) != NULL) {
-        const long long macs = (long long)j->N * j->Ho * j->Wo * (j->E * j->F + 9 * j->E) +
-                               (we ? (long long)j->N * j->H * j->W * j->C * j->E : 0);
+    const long long macs = (long long)j->N * j->Ho * j->Wo * (j->E * j->F + 9 * j->E) +
+                           (we ? (long long)j->N * j->H * j->W * j->C * j->E : 0);
+    if ((we == NULL || (j->We = pack(j->isa, we, j->C, j->E, lde, t, 4, macs, threads, openmp,
+                                     &j->failed)) != NULL) &&
+        (j->Wp = pack(j->isa, wp, j->E, j->F, ldp, t, 5, macs, threads, openmp, &j->failed)) != NULL)
         ok = pw_run_released(pw_block_part, j, macs, threads, &j->failed, openmp);
-    }
     for (int slot = 4; slot < 6; slot++)
         if ((size_t)pw_taps_packed_size(j->isa, j->E, j->F > j->C ? j->F : j->C) *
                 sizeof(float) > KEEP_BLOCK_PACKED_BYTES)
