@@ -245,3 +245,19 @@ def check_conv2d_against_torch(x, w, b=None, *, layout="NHWC", stride=1, padding
     scale = max(1.0, float(np.abs(ref).max(initial=0)))
     np.testing.assert_allclose(y.astype(np.float64), ref, rtol=tol, atol=tol * scale)
     return y
+
+
+def randomize_bn(model):
+    """``model`` in eval mode, every BatchNorm2d given non-trivial statistics and affine
+    parameters, so that folding them into a conv is tested (torch imported here: the
+    NumPy-only tests use this file too)."""
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model.eval()

@@ -9,9 +9,9 @@ import copy
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 
 import pointwise.models as pm  # noqa: E402
+from oracle import randomize_bn  # noqa: E402
 from pointwise.kernels import native as _native  # noqa: E402
 from pointwise.models.mobilenet import DepthwiseSeparable, InvertedResidual  # noqa: E402
 from pointwise.nn import (  # noqa: E402
@@ -24,17 +24,6 @@ from pointwise.nn import (  # noqa: E402
 )
 
 CL = torch.channels_last
-
-
-def randomize_bn(model: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model.eval()
 
 
 def calls(monkeypatch):
