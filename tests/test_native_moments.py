@@ -84,6 +84,22 @@ def test_strided_and_channels_first_views(path, c):
     check(view.astype(np.float64), *run(view.astype(np.float64), 50, 9, path))
 
 
+@pytest.mark.parametrize("c", [1, 3, 17, 129])
+@pytest.mark.parametrize("p", [1, 7, 37, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channels_first_images_in_one_call(path, c, p, dtype):
+    """(N, C, P) images: their N·P pixels, blocks and segments straddling images; P = 7 and
+    37 leave the rows past a multiple of 8 to the portable pack."""
+    rng = np.random.default_rng(c * 100 + p)
+    x = (rng.standard_normal((5, c, p)) * 2 - 1).astype(dtype)  # (N, C, P)
+    rows = x.transpose(0, 2, 1).reshape(-1, c)  # (N·P, C), the reference's pixel vectors
+    for segment, block in ((1 << 20, 512), (23, 10), (3, 2)):
+        mean, scatter = run(x, segment, block, path)
+        check(rows, mean, scatter)
+    strided = (rng.standard_normal((4, 2 * c, 2 * p + 3))).astype(dtype)[:, ::2, 1:2 * p + 1:2]
+    check(strided.transpose(0, 2, 1).reshape(-1, c), *run(strided, 19, 6, path))
+
+
 def test_paths_agree_and_threads_do_not_change_the_answer_beyond_rounding(path):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((10_001, 40)).astype(np.float32)

@@ -207,7 +207,9 @@ def test_strided_and_channels_last_views_equal_a_contiguous_copy():
         a = pw.fit_reduction(view, 3, layout=layout)
         b = pw.fit_reduction(np.ascontiguousarray(view), 3, layout=layout)
         np.testing.assert_allclose(a.components, b.components, atol=1e-12)
-        np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=1e-12)
+        # a view the kernel declines (a negative stride) is summed by NumPy: rounding apart
+        np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=1e-12,
+                                   atol=1e-14 * b.eigenvalues[0])
 
 
 @pytest.mark.usefixtures("both_paths")

@@ -83,6 +83,13 @@ class ChannelMoments:
 
     def add_images(self, x: np.ndarray, channels_last: bool) -> None:
         """Accumulate every pixel of a 4-D batch, (N, H, W, C) or (N, C, H, W)."""
+        if not channels_last and x.size:  # the kernel takes all the images in one call
+            try:
+                images = np.reshape(x, (x.shape[0], x.shape[1], -1), copy=False)  # (N, C, H·W)
+            except ValueError:  # H and W not one run: image by image, below
+                images = None
+            if images is not None and self._add_native(images):
+                return
         for rows in _pixel_rows(x, channels_last):
             self.add(rows)
 
@@ -101,8 +108,9 @@ class ChannelMoments:
             self.merge_from(shares[r0])
 
     def _add_native(self, rows: np.ndarray) -> bool:
-        """Accumulate ``rows`` on the compiled kernel (the cores share them there); False,
-        having added nothing, where it can't."""
+        """Accumulate the pixel vectors ``rows`` (M, C), or of channels-first images
+        (N, C, P), on the compiled kernel (the cores share them there); False, having added
+        nothing, where it can't."""
         if not native.ENABLED or rows.dtype not in (np.float32, np.float64):
             return False
         c = self.channels
@@ -111,7 +119,7 @@ class ChannelMoments:
                               self.kernel_rows):
             return False
         with np.errstate(invalid="ignore", over="ignore"):  # NaN: reported by the caller
-            self.merge(rows.shape[0], mean, scatter)
+            self.merge(rows.size // c, mean, scatter)
         return True
 
     def _gather(self, rows: np.ndarray) -> ChannelMoments:

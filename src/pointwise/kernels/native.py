@@ -214,19 +214,22 @@ def block(x: np.ndarray, we: np.ndarray | None, be: np.ndarray | None, wd: np.nd
 def moments(x: np.ndarray, mean: np.ndarray, scatter: np.ndarray, segment: int, block: int,
             path: int = -1) -> bool:
     """``mean (C,)`` and ``scatter (C, C) = (x − mean)ᵀ (x − mean)`` of the pixel vectors
-    ``x (M, C)``, in float64, on the kernels; False if they can't.
+    ``x (M, C)``, or of channels-first images ``x (N, C, P)`` (their N·P pixels), in
+    float64, on the kernels; False if they can't.
 
-    ``x`` is float32 or float64 with any non-negative strides (a channels-first image's
-    transposed view included); ``mean`` and ``scatter`` are float64 with unit stride along
-    their last axis. Each run of ``segment`` rows is taken about one shift (the mean of its
-    first block), ``block`` rows at a time, computing only the lower triangle of the
-    scatter, and the runs are merged (``csrc/moments.c``). ``path``: -1 the kernels'
-    instruction set, 0 portable C, 1 AVX2, 2 AVX-512 (False where the CPU lacks it).
+    ``x`` is float32 or float64 with any non-negative strides; ``mean`` and ``scatter`` are
+    float64 with unit stride along their last axis. Each run of ``segment`` rows is taken
+    about one shift (the mean of its first block), ``block`` rows at a time, computing only
+    the lower triangle of the scatter, and the runs are merged (``csrc/moments.c``).
+    ``path``: -1 the kernels' instruction set, 0 portable C, 1 AVX2, 2 AVX-512 (False where
+    the CPU lacks it).
     """
     if _kernel is None:
         return False
-    c = x.shape[1] if x.ndim == 2 else 0
-    n = threads(x.shape[0] * c * (c + 1) // 2)
+    if x.ndim not in (2, 3):
+        return False
+    c = x.shape[1]
+    n = threads(x.size * (c + 1) // 2)
     return _kernel.moments(n, x, mean, scatter, segment, block, path,
                            n > 1 and on_host_team())
 

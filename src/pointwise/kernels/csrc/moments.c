@@ -32,15 +32,15 @@ enum { PW = 8 };  /* channels per panel: one 64-byte line of doubles */
 
 static idx panels(idx C) { return (C + PW - 1) / PW; }
 
-/* Pack rows [0, n) of X (rows sm, channels sc apart, in elements) into P (panels of n x 8),
- * less the shift, adding each channel's sum to t. Portable: any strides, either dtype. With
- * the rows contiguous (sm == 1, channels-first storage) the row loop reads one stream per
- * channel. */
+/* Pack rows [0, n) of X (rows sm, channels sc apart, in elements) into P (panels of rows of
+ * 8, ps doubles apart), less the shift, adding each channel's sum to t. Portable: any
+ * strides, either dtype. With the rows contiguous (sm == 1, channels-first storage) the row
+ * loop reads one stream per channel. */
 #define PACK_ANY(NAME, T)                                                                    \
     static void NAME(const T *X, idx sm, idx sc, idx n, idx C, const double *s, double *P,   \
-                     double *t) {                                                            \
+                     idx ps, double *t) {                                                    \
         for (idx q = 0; q < panels(C); q++) {                                                \
-            double *p = P + q * n * PW;                                                      \
+            double *p = P + q * ps;                                                          \
             for (int c = 0; c < PW; c++) {                                                   \
                 const idx ch = q * PW + c;                                                   \
                 double sum = 0.0;                                                            \
@@ -64,12 +64,12 @@ PACK_ANY(pack_f64, double)
 /* The same for unit channel stride, a panel's row per vector: masked loads past C. */
 __attribute__((target("avx512f"))) static void pack512(const void *X, int f64, idx sm, idx n,
                                                       idx C, const double *s, double *P,
-                                                      double *t) {
+                                                      idx ps, double *t) {
     for (idx q = 0; q < panels(C); q++) {
         const __mmask8 k = (__mmask8)(C - q * PW >= PW ? 0xFF : (1u << (C - q * PW)) - 1);
         const __m512d sv = _mm512_maskz_loadu_pd(k, s + q * PW);
         __m512d sum = _mm512_setzero_pd();
-        double *p = P + q * n * PW;
+        double *p = P + q * ps;
         if (f64) {
             const double *x = (const double *)X + q * PW;
             for (idx m = 0; m < n; m++) {
@@ -88,6 +88,50 @@ __attribute__((target("avx512f"))) static void pack512(const void *X, int f64, i
         }
         _mm512_mask_storeu_pd(t + q * PW, k, _mm512_add_pd(_mm512_maskz_loadu_pd(k, t + q * PW), sum));
     }
+}
+
+/* The same for float32 channels-first storage (rows contiguous, sm == 1): 8 rows of each of
+ * a panel's 8 channels per step, converted, then transposed in registers into 8 panel rows.
+ * The rows past the last multiple of 8 go the portable way. */
+__attribute__((target("avx512f"))) static void pack512_cf(const float *X, idx sc, idx n, idx C,
+                                                         const double *s, double *P, idx ps,
+                                                         double *t) {
+    const idx n8 = n / 8 * 8;
+    for (idx q = 0; q < panels(C); q++) {
+        const int live = (int)min_i(PW, C - q * PW);
+        __m512d sv[PW], sum[PW], r[PW];
+        for (int c = 0; c < PW; c++) {
+            sv[c] = _mm512_set1_pd(c < live ? s[q * PW + c] : 0.0);
+            sum[c] = _mm512_setzero_pd();
+        }
+        double *p = P + q * ps;
+        for (idx m = 0; m < n8; m += 8) {
+            _Pragma("GCC unroll 8") for (int c = 0; c < PW; c++) {
+                r[c] = c < live ? _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(X + (q * PW + c) * sc + m)), sv[c])
+                                : _mm512_setzero_pd();
+                sum[c] = _mm512_add_pd(sum[c], r[c]);
+            }
+            /* r[c] holds channel c of rows m .. m + 7; row i is column i of r */
+            __m512d u[PW], v[PW];
+            for (int c = 0; c < PW; c += 2) {
+                u[c] = _mm512_unpacklo_pd(r[c], r[c + 1]);      /* (c, c+1) at rows 0 2 4 6 */
+                u[c + 1] = _mm512_unpackhi_pd(r[c], r[c + 1]);  /* ... at rows 1 3 5 7 */
+            }
+            for (int h = 0; h < 2; h++) {  /* channels 0-3, then 4-7 */
+                v[4 * h + 0] = _mm512_shuffle_f64x2(u[4 * h], u[4 * h + 2], 0x88);      /* rows 0 4 */
+                v[4 * h + 1] = _mm512_shuffle_f64x2(u[4 * h], u[4 * h + 2], 0xDD);      /* rows 2 6 */
+                v[4 * h + 2] = _mm512_shuffle_f64x2(u[4 * h + 1], u[4 * h + 3], 0x88);  /* rows 1 5 */
+                v[4 * h + 3] = _mm512_shuffle_f64x2(u[4 * h + 1], u[4 * h + 3], 0xDD);  /* rows 3 7 */
+            }
+            static const int row_lo[4] = {0, 2, 1, 3};
+            for (int k = 0; k < 4; k++) {
+                _mm512_store_pd(p + (m + row_lo[k]) * PW, _mm512_shuffle_f64x2(v[k], v[4 + k], 0x88));
+                _mm512_store_pd(p + (m + row_lo[k] + 4) * PW, _mm512_shuffle_f64x2(v[k], v[4 + k], 0xDD));
+            }
+        }
+        for (int c = 0; c < live; c++) t[q * PW + c] += _mm512_reduce_add_pd(sum[c]);
+    }
+    if (n8 < n) pack_f32(X + n8, 1, sc, n - n8, C, s, P + n8 * PW, ps, t);
 }
 
 /* S[r, 8 v + c] += sum over the n rows of A[r] * B_v[c], r < MR, v < NP: A points at a row
@@ -166,6 +210,26 @@ static void triangle(int path, idx n, idx Q, const double *P, double *S, idx lds
     }
 }
 
+/* Pack rows [b, b + n) of the job's X, image by image. */
+static void pack(const moments_job *j, idx b, idx n, const double *shift, double *P, double *t) {
+    const size_t size = j->f64 ? sizeof(double) : sizeof(float);
+    const idx ps = n * PW;
+    for (idx r = 0; r < n;) {
+        const idx m = b + r, image = m / j->P, i = m % j->P, len = min_i(n - r, j->P - i);
+        const void *x = (const char *)j->X + (size_t)(image * j->sn + i * j->sm) * size;
+        double *p = P + r * PW;
+        if (j->path == PW_MOMENTS_AVX512 && j->sc == 1)
+            pack512(x, j->f64, j->sm, len, j->C, shift, p, ps, t);
+        else if (j->path == PW_MOMENTS_AVX512 && j->sm == 1 && !j->f64)
+            pack512_cf(x, j->sc, len, j->C, shift, p, ps, t);
+        else if (j->f64)
+            pack_f64(x, j->sm, j->sc, len, j->C, shift, p, ps, t);
+        else
+            pack_f32(x, j->sm, j->sc, len, j->C, shift, p, ps, t);
+        r += len;
+    }
+}
+
 /* Subtract the shift from a block packed without one, summing what is left into t. */
 static void recentre(double *P, idx n, idx Q, const double *s, double *t) {
     for (idx q = 0; q < Q; q++)
@@ -212,19 +276,12 @@ void pw_moments_part(void *arg, int part, int parts) {
         return;
     }
     const idx m0 = j->M * part / parts, m1 = j->M * (part + 1) / parts;
-    const size_t size = j->f64 ? sizeof(double) : sizeof(float);
     for (idx seg = m0, count = 0; seg < m1; count += min_i(j->segment, m1 - seg), seg += j->segment) {
         const idx end = min_i(m1, seg + j->segment);
         memset(Sb, 0, sizeof(double) * (size_t)(D * D + 2 * D));  /* Sb, t, shift */
         for (idx b = seg; b < end; b += mb) {
             const idx n = min_i(mb, end - b);
-            const char *x = (const char *)j->X + (size_t)b * (size_t)j->sm * size;
-            if (j->sc == 1 && j->path == PW_MOMENTS_AVX512)
-                pack512(x, j->f64, j->sm, n, j->C, shift, P, t);
-            else if (j->f64)
-                pack_f64((const double *)x, j->sm, j->sc, n, j->C, shift, P, t);
-            else
-                pack_f32((const float *)x, j->sm, j->sc, n, j->C, shift, P, t);
+            pack(j, b, n, shift, P, t);
             if (b == seg) {  /* packed less nothing: the shift is this block's mean */
                 for (idx c = 0; c < D; c++) {
                     shift[c] = t[c] / (double)n;
