@@ -197,3 +197,24 @@ def test_after_idle_refuses_what_is_not_seconds(bad: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_cli.main(["bench", "--after-idle", bad]) == 2
     assert "expected seconds, a number 0 or more" in capsys.readouterr().err
+
+
+def test_modes_runs_only_the_modes_named(tmp_path: Path) -> None:
+    js = tmp_path / "out.json"
+    rc = bench_cli.main(["bench", "--suite", "ops", "--quick", "--repeats", "1", "--quiet",
+                         "--shapes", "toy", "--modes", "backward,forward", "--json", str(js)])
+    assert rc == 0
+    rows = json.loads(js.read_text())["rows"]
+    assert {r["mode"] for r in rows} == {"forward", "backward"}
+    assert all(r["verified"] for r in rows)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--modes", "sideways"], "expected --modes among forward, fused, backward"),
+    (["--modes", ","], "expected --modes among"),
+    (["--suite", "burst", "--modes", "forward"], "expected --modes with --suite ops"),
+])
+def test_modes_refuses_unknown_names_and_other_suites(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_cli.main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -26,7 +26,8 @@ def _say(msg: str) -> None:
 
 def run(suite: str = "ops", *, quick: bool = False, threads: int = 2, repeats: int | None = None,
         shapes: str | None = None, models: tuple[str, ...] | None = None,
-        target_ms: float | None = None, settle_s: float | None = None, rtol: float | None = None,
+        modes: tuple[str, ...] | None = None, target_ms: float | None = None,
+        settle_s: float | None = None, rtol: float | None = None,
         idle_s: float = 0.0, say: Callable[[str], None] = _say) -> dict[str, Any]:
     """Run one suite; returns ``{"suite", "environment", "roofs", "missing", "rows", "failed"}``."""
     module = SUITES.get(suite)
@@ -49,7 +50,7 @@ def run(suite: str = "ops", *, quick: bool = False, threads: int = 2, repeats: i
     )
     say("measuring the roofs")
     r = roofs.measure_roofs(quick)
-    rows = module.run(st, r, say, shapes=shapes, models=models)
+    rows = module.run(st, r, say, shapes=shapes, models=models, modes=modes)
     env = harness.environment(threads, pinned)
     env["settings"] = st.__dict__
     failed = [f"{x['problem']}: {x['impl']} [{x['layout']}]" for x in rows if not x["verified"]]

@@ -44,6 +44,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shapes", metavar="S[,S...]",
                    help="ops, kxk, blocks: run the shapes whose name contains one of these "
                    "substrings")
+    p.add_argument("--modes", metavar="M[,M...]",
+                   help="ops: run only these of forward (plain), fused (bias + ReLU) and "
+                   "backward (default all three)")
     p.add_argument("--models", metavar="M[,M...]",
                    help="models: zoo names (default resnet18,resnet50,resnet101,mobilenet_v2,"
                    "googlenet)")
@@ -74,14 +77,15 @@ def run_bench(args: argparse.Namespace) -> int:
         if unknown:
             raise CliError(f"expected --models among the zoo's names, but got {unknown}",
                            hint="`pointwise models` lists them")
+    modes = _modes(args.modes, args.suite)
     try:
         if args.quiet:
             doc = run(args.suite, quick=args.quick, threads=args.threads,
-                      repeats=args.repeats, shapes=args.shapes, models=models,
+                      repeats=args.repeats, shapes=args.shapes, models=models, modes=modes,
                       idle_s=args.after_idle, say=_silent)
         else:
             doc = run(args.suite, quick=args.quick, threads=args.threads,
-                      repeats=args.repeats, shapes=args.shapes, models=models,
+                      repeats=args.repeats, shapes=args.shapes, models=models, modes=modes,
                       idle_s=args.after_idle)
     except KeyError as e:
         raise CliError(f"expected a known name, but got {e}") from None
@@ -102,6 +106,23 @@ def run_bench(args: argparse.Namespace) -> int:
         print("error: failed verification: " + "; ".join(doc["failed"]), file=sys.stderr)
         return EXIT["failed"]
     return 0
+
+
+def _modes(spec: str | None, suite: str) -> tuple[str, ...] | None:
+    """The ops suite's mode names for ``--modes`` (None: all); a CliError for anything else."""
+    if spec is None:
+        return None
+    from pointwise.bench.suites.ops import MODES
+
+    if suite != "ops":
+        raise CliError(f"expected --modes with --suite ops (the suite with forward, fused and "
+                       f"backward rows), but got --suite {suite}", hint="drop --modes")
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODES]
+    if not names or unknown:
+        raise CliError(f"expected --modes among {', '.join(MODES)}, but got {spec!r}",
+                       hint="for example --modes forward,fused")
+    return tuple(MODES[m] for m in dict.fromkeys(names))
 
 
 def _silent(_: str) -> None:

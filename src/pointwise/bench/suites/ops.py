@@ -19,7 +19,7 @@ from pointwise.bench.roofs import attainable
 from pointwise.bench.suites.common import Settings, measure, rows
 from pointwise.cost import Cost, conv_cost
 
-__all__ = ["SHAPES", "Shape", "run", "select"]
+__all__ = ["MODES", "SHAPES", "Shape", "run", "select"]
 
 #: rounds, time per round (ms), warm-up (s) and tolerance of this suite's runs
 DEFAULTS = {"repeats": 15, "target_ms": 20.0, "warm_s": 0.2, "rtol": 1e-4}
@@ -61,6 +61,8 @@ SHAPES = [
     Shape("toy", 1, 3, 2, 1),
 ]
 QUICK = ("mobilenetv2 7x7 960->320", "googlenet3a 28x28 192->16", "toy")
+#: the rows of every shape, by the name ``--modes`` takes
+MODES = {"forward": "forward", "fused": "forward+bias+relu", "backward": "backward"}
 
 
 def select(spec: str | None, quick: bool) -> list[Shape]:
@@ -72,18 +74,22 @@ def select(spec: str | None, quick: bool) -> list[Shape]:
 
 
 def run(st: Settings, roofs: dict[str, Any], say: Callable[[str], None], *,
-        shapes: str | None = None, **_: Any) -> list[dict[str, Any]]:
-    """The shapes named by ``shapes`` (substrings, comma-separated; all by default)."""
+        shapes: str | None = None, modes: tuple[str, ...] | None = None,
+        **_: Any) -> list[dict[str, Any]]:
+    """The shapes named by ``shapes`` (substrings, comma-separated; all by default), in the
+    ``modes`` given (values of :data:`MODES`; all three by default)."""
     picked = select(shapes, st.quick)
     if not picked:
         raise ValueError(f"expected --shapes to match one of {[s.name for s in SHAPES]}, "
                          f"but {shapes!r} matches none")
-    return run_shapes(picked, st, roofs, say)
+    return run_shapes(picked, st, roofs, say, modes or tuple(MODES.values()))
 
 
 def run_shapes(shapes: list[Shape], st: Settings, roofs: dict[str, Any],
-            say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Forward plain, forward fused (bias + ReLU) and backward, for every shape."""
+               say: Callable[[str], None],
+               modes: tuple[str, ...] = tuple(MODES.values())) -> list[dict[str, Any]]:
+    """Forward plain, forward fused (bias + ReLU) and backward (those in ``modes``), for
+    every shape."""
     rng = np.random.default_rng(0)
     out: list[dict[str, Any]] = []
     for sh in shapes:
@@ -102,7 +108,7 @@ def run_shapes(shapes: list[Shape], st: Settings, roofs: dict[str, Any],
                                        optimize=True)
         gw = np.einsum("nhwc,nhwf->cf", xs64, gy.astype(np.float64), optimize=True)
         gb = gy.astype(np.float64).sum(axis=(0, 1, 2))
-        for mode in ("forward", "forward+bias+relu", "backward"):
+        for mode in modes:
             if mode == "backward":
                 cost = sh.cost(bias=True)
                 # grad_x and grad_w: two GEMMs of the forward's size
