@@ -35,12 +35,17 @@ def reference(m: nn.Conv2d, x, residual=None, act=None):
 
 
 def calls(monkeypatch):
-    """Records, for each call of the taps kernels, whether it passed a weight packed before
-    (never: every call packs from the weight's own memory)."""
+    """Records, for each call of the taps kernels (on arrays, or by address once a call is
+    planned: ``taps_at``, which takes no packed weight), whether it passed a weight packed
+    before (never: every call packs from the weight's own memory)."""
     seen = []
     real = _native.taps
     monkeypatch.setattr(_native, "taps", lambda *a, **k: seen.append(k.get("packed", False))
                         or real(*a, **k))
+    if _native._kernel is not None:
+        real_at = _native._kernel.taps_at
+        monkeypatch.setattr(_native._kernel, "taps_at",
+                            lambda *a: seen.append(False) or real_at(*a))
     return seen
 
 

@@ -127,3 +127,76 @@ def test_tracing_a_planned_model_records_standard_convs(fmt):
     traced = torch.jit.trace(model, x)
     assert str(traced.inlined_graph).count("aten::_convolution") == 2
     torch.testing.assert_close(traced(x), want, rtol=1e-5, atol=1e-5)
+
+
+def with_residual(m: Conv1x1, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    z = F.conv2d(x.double(), m.weight.double(), None if m.bias is None else m.bias.double(),
+                 m.stride, m.padding, 1, m.groups)
+    return ACTS[m.activation](z + r.double())
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.sampled_from([1, 2]), c=st.sampled_from([16, 64, 512]),
+       f=st.sampled_from([24, 512]), h=st.sampled_from([1, 7, 12]),
+       stride=st.sampled_from([1, 2]), cl=st.booleans(), rcl=st.booleans(),
+       act=st.sampled_from(sorted(ACTS, key=str)), seed=st.integers(0, 99))
+def test_planned_calls_with_a_residual_match_torch(n, c, f, h, stride, cl, rcl, act, seed):
+    torch.manual_seed(seed)
+    m = Conv1x1(c, f, stride=stride, activation=act).eval()
+    x = torch.randn(n, c, h, h)
+    x = x.contiguous(memory_format=CL) if cl else x
+    ho = (h - 1) // stride + 1
+    r = torch.randn(n, f, ho, ho)
+    r = r.contiguous(memory_format=CL) if rcl else r
+    with torch.no_grad():
+        ys = [m(x, residual=r) for _ in range(3)]  # the general path, then the plan's
+    assert m.__dict__["_plan"].key == _fastcall._key(m, x, r)
+    for y in ys:
+        torch.testing.assert_close(y.double(), with_residual(m, x, r), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not NT.available(), reason="compiled kernels not used")
+@pytest.mark.parametrize("c,stride,kind", [(64, 1, "rows"), (64, 2, "rows"),
+                                           (512, 1, "taps"), (512, 2, "taps")])
+def test_calls_with_a_residual_run_on_the_kernels_by_address(monkeypatch, c, stride, kind):
+    m = Conv1x1(c, 512, stride=stride, activation="relu").eval()  # 512·512 = 2^18: taps
+    x = torch.randn(1, c, 13, 13).contiguous(memory_format=CL)
+    ho = 7 if stride == 2 else 13
+    r = torch.randn(1, 512, ho, ho).contiguous(memory_format=CL)
+    seen = []
+    for name in ("rows_at", "taps_at"):
+        real = getattr(NT._native._kernel, name)
+        monkeypatch.setattr(NT._native._kernel, name,
+                            lambda *a, real=real, name=name: seen.append(name) or real(*a))
+    with torch.no_grad():
+        m(x, residual=r)
+        assert seen == [] and m._plan.kind == kind  # the first call: the general path
+        y = m(x, residual=r)
+        assert seen == [f"{kind}_at"]
+        torch.testing.assert_close(y.double(), with_residual(m, x, r), rtol=1e-5, atol=1e-5)
+        m.weight.mul_(-1)  # an edit in place: read again by the next call
+        y2 = m(x, residual=r)
+    assert seen == [f"{kind}_at"] * 2
+    torch.testing.assert_close(y2.double(), with_residual(m, x, r), rtol=1e-5, atol=1e-5)
+
+
+def test_a_residual_of_another_layout_or_dtype_is_a_new_plan():
+    m = Conv1x1(64, 64, activation="relu").eval()
+    x = torch.randn(1, 64, 16, 16).contiguous(memory_format=CL)
+    r = torch.randn(1, 64, 16, 16)
+    with torch.no_grad():
+        m(x, residual=r.contiguous(memory_format=CL))
+        key = m._plan.key
+        y = m(x, residual=r)  # NCHW: added by torch after the kernel
+        assert m._plan.key != key
+        torch.testing.assert_close(y.double(), with_residual(m, x, r), rtol=1e-5, atol=1e-5)
+        y = m(x, residual=r.contiguous(memory_format=CL))
+        torch.testing.assert_close(y.double(), with_residual(m, x, r), rtol=1e-5, atol=1e-5)
+        y = m(x)  # no residual: a plan of its own
+        torch.testing.assert_close(y.double(), expected(m, x), rtol=1e-5, atol=1e-5)
+        with pytest.raises(TypeError, match="dtype"):
+            m(x, residual=r.double())  # still checked once the key is new
+    rg = r.contiguous(memory_format=CL).requires_grad_()
+    y = m(x, residual=rg)  # autograd: the general path, gradient to the residual
+    y.sum().backward()
+    assert rg.grad is not None and rg.grad.shape == r.shape

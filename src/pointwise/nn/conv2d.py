@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pointwise.layout import check_activation
-from pointwise.nn import _native_taps
+from pointwise.nn import _fasttaps, _native_taps
 from pointwise.nn.kernels import _activate, _epilogue, _forward_ad, _is_graph_capture
 from pointwise.nn.module import ACTIVATION_MODULES
 
@@ -65,8 +65,12 @@ class Conv2d(nn.Conv2d):
         # under autocast torch's conv decides the dtype, as for nn.Conv2d
         if (not grad and not _is_graph_capture() and not _forward_ad()
                 and not torch.is_autocast_enabled("cpu")):
+            y = _fasttaps.call(self, x, residual)  # an inference call planned before
+            if y is not None:
+                return y
             y = _native_taps.forward(self, x, residual, _activate)
             if y is not None:
+                _fasttaps.plan(self, x, residual)
                 return y
         return _epilogue(self._conv_forward(x, self.weight, self.bias), residual,
                          self.activation)

@@ -120,10 +120,9 @@ class Conv1x1(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``activation(conv(x) + bias + residual)``; ``residual`` (the output's shape) is
         optional, a residual block's shortcut added before the activation."""
-        if residual is None:  # an inference call planned before (pointwise.nn._fastcall)
-            y = _fastcall.call(self, x)
-            if y is not None:
-                return y
+        y = _fastcall.call(self, x, residual)  # an inference call planned before
+        if y is not None:
+            return y
         try:
             y = PF.conv1x1(
                 x, self.weight, self.bias, layout="CHW" if x.dim() == 3 else "NCHW",
@@ -137,8 +136,7 @@ class Conv1x1(nn.Module):
                     f"for weight {tuple(self.weight.shape)}, but got {x.shape[-3]} channels "
                     f"instead") from None
             raise
-        if residual is None:
-            _fastcall.plan(self, x)
+        _fastcall.plan(self, x, residual)
         return y
 
     def extra_repr(self) -> str:

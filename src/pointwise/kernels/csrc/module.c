@@ -404,11 +404,16 @@ static PyMethodDef methods[] = {
      "the depthwise 3x3 convolution, padding 1, stride 1 or 2: y (M, C) = act(sum over taps\n"
      "of shifted x (N, H, W, C) * w[tap] + bias), w (3, 3, C), M = N·Ho·Wo."},
     {"rows_at", pw_py_rows_at, METH_VARARGS,
-     "rows_at(threads, openmp, act, x, ldx, grid, w, ldw, wt, y, ldy, bias, M, K, N) -> bool:\n"
-     "rows() on operands given by address and strides (in floats); see module_at.c."},
+     "rows_at(threads, openmp, act, x, ldx, grid, w, ldw, wt, y, ldy, bias, M, K, N,\n"
+     "residual=0, ldr=0) -> bool: rows() on operands given by address and strides (in\n"
+     "floats); see module_at.c."},
     {"cols_at", pw_py_cols_at, METH_VARARGS,
      "cols_at(threads, openmp, act, w, ldw, x, xn, xc, y, yn, yf, bias, N, P, K, F) -> bool:\n"
      "cols() on operands given by address and strides (in floats); see module_at.c."},
+    {"taps_at", pw_py_taps_at, METH_VARARGS,
+     "taps_at(threads, openmp, act, x, (N, H, W, C, sn, sh, sw), w, (si, sj, sc, sf), F, y,\n"
+     "ldy, bias, residual, ldr, geometry) -> bool: taps() on operands given by address and\n"
+     "strides (in floats); see module_at.c."},
     {"block", pw_py_block, METH_VARARGS,
      "block(threads, x, we, be, wd, bd, wp, bp, y, acts, stride, residual, transposed=False,\n"
      "openmp=False)\n"

@@ -1,4 +1,4 @@
-/* Entries that take operands by address: rows_at() and cols_at(), for pointwise.nn's
+/* Entries that take operands by address: rows_at(), cols_at() and taps_at(), for pointwise.nn's
  * inference calls on torch tensors, whose shapes and strides the caller checked once per
  * layer and whose data pointers it reads per call. At batch 1 (16x16 64->64) the kernels'
  * call takes ~18 us on two threads; a NumPy view of each operand to pass it as a buffer took
@@ -14,29 +14,31 @@ static int address(unsigned long long a, int optional, const float **p) {
 }
 #endif
 
-/* rows_at(threads, openmp, act, x, ldx, grid, w, ldw, wt, y, ldy, bias, M, K, N) -> bool:
+/* rows_at(threads, openmp, act, x, ldx, grid, w, ldw, wt, y, ldy, bias, M, K, N,
+ *         residual=0, ldr=0) -> bool:
  * as rows(): x's M rows ldx floats apart, or with grid = (Ho, Wo, sn, sh, sw) (Ho > 0) the
  * pixels of an (N, Ho, Wo, K) view; w (K, N) with rows ldw apart, or wt: columns ldw apart;
- * y's rows ldy apart; bias 0 for none. */
+ * y's rows ldy apart; bias 0 for none; residual (M, N) rows ldr apart, 0 for none. */
 PyObject *pw_py_rows_at(PyObject *self, PyObject *args) {
     (void)self;
     int threads, openmp, act, wt, ok = 0;
-    unsigned long long xa, wa, ya, ba;
-    Py_ssize_t ldx, ldw, ldy, M, K, N, g[5];
-    if (!PyArg_ParseTuple(args, "iiiKn(nnnnn)KnpKnKnnn", &threads, &openmp, &act, &xa, &ldx,
+    unsigned long long xa, wa, ya, ba, ra = 0;
+    Py_ssize_t ldx, ldw, ldy, M, K, N, g[5], ldr = 0;
+    if (!PyArg_ParseTuple(args, "iiiKn(nnnnn)KnpKnKnnn|Kn", &threads, &openmp, &act, &xa, &ldx,
                           &g[0], &g[1], &g[2], &g[3], &g[4], &wa, &ldw, &wt, &ya, &ldy, &ba,
-                          &M, &K, &N))
+                          &M, &K, &N, &ra, &ldr))
         return NULL;
     if (!pw_check_options(act, openmp)) return NULL;
 #ifdef PW_X86
     const isa_t *isa = pw_current();
-    const float *X, *W, *Y, *B;
+    const float *X, *W, *Y, *B, *R;
     grid_t grid = {g[0], g[1], g[2], g[3], g[4]};
     if (isa != NULL && address(xa, 0, &X) && address(wa, 0, &W) && address(ya, 0, &Y) &&
-        address(ba, 1, &B) && M > 0 && K > 0 && N > 0 && ldx >= 0 && ldw > 0 && ldy >= N &&
+        address(ba, 1, &B) && address(ra, 1, &R) && M > 0 && K > 0 && N > 0 && ldx >= 0 &&
+        ldw > 0 && ldy >= N && (R == NULL || ldr >= N) &&
         (g[0] == 0 || g[0] * g[1] * (M / (g[0] * g[1])) == M)) {
         rows_job j = {isa, M, K, N, ldx, ldw, ldy, X, W, B, (float *)Y, act, 0,
-                      g[0] > 0 ? &grid : NULL, NULL, 0, wt};
+                      g[0] > 0 ? &grid : NULL, R, R ? ldr : 0, wt};
         ok = pw_run_released(pw_rows_part, &j, (long long)M * K * N, threads, &j.failed, openmp);
     }
 #endif
@@ -65,6 +67,47 @@ PyObject *pw_py_cols_at(PyObject *self, PyObject *args) {
         ok = pw_run_released(pw_cols_part, &j, (long long)N * P * K * F, threads, &j.failed,
                              openmp);
     }
+#endif
+    if (ok < 0) return PyErr_NoMemory();
+    return PyBool_FromLong(ok);
+}
+
+/* taps_at(threads, openmp, act, x, (N, H, W, C, sn, sh, sw), w, (si, sj, sc, sf), F, y, ldy,
+ *         bias, residual, ldr, geometry) -> bool:
+ * as taps() without packed: x (N, H, W, C), channels unit stride, pixels sn, sh, sw floats
+ * apart; w's element (i, j, c, f) at w + i·si + j·sj + c·sc + f·sf (torch's OIHW weight read
+ * through its HWIO view, say); y (M, F) rows ldy apart, M = N·Ho·Wo; bias 0 for none;
+ * residual (M, F) rows ldr apart, 0 for none; geometry = (KH, KW, sy, sx, py, px, dy, dx,
+ * Ho, Wo), py and px the padding at the top and left. */
+PyObject *pw_py_taps_at(PyObject *self, PyObject *args) {
+    (void)self;
+    int threads, openmp, act, ok = 0;
+    unsigned long long xa, wa, ya, ba, ra;
+    Py_ssize_t x[7], ws[4], F, ldy, ldr, g[10];
+    if (!PyArg_ParseTuple(args, "iiiK(nnnnnnn)K(nnnn)nKnKKn(nnnnnnnnnn)", &threads, &openmp,
+                          &act, &xa, &x[0], &x[1], &x[2], &x[3], &x[4], &x[5], &x[6], &wa,
+                          &ws[0], &ws[1], &ws[2], &ws[3], &F, &ya, &ldy, &ba, &ra, &ldr, &g[0],
+                          &g[1], &g[2], &g[3], &g[4], &g[5], &g[6], &g[7], &g[8], &g[9]))
+        return NULL;
+    if (!pw_check_options(act, openmp)) return NULL;
+    int sizes = x[0] > 0 && x[1] > 0 && x[2] > 0 && x[3] > 0 && F > 0 && ldy >= F;
+    for (int i = 0; i < 10; i++) sizes = sizes && g[i] >= (i == 4 || i == 5 ? 0 : 1);
+#ifdef PW_X86
+    const isa_t *isa = pw_current();
+    const float *X, *W, *Y, *B, *R;
+    if (isa != NULL && sizes && address(xa, 0, &X) && address(wa, 0, &W) &&
+        address(ya, 0, &Y) && address(ba, 1, &B) && address(ra, 1, &R) &&
+        (R == NULL || ldr >= F)) {
+        const idx K = g[0] * g[1] * x[3], M = x[0] * g[8] * g[9];
+        taps_job j = {isa, x[0], x[1], x[2], x[3], x[4], x[5], x[6], g[0], g[1], F, g[2],
+                      g[3], g[4], g[5], g[6], g[7], g[8], g[9], X, W, B, R, R ? ldr : 0,
+                      (float *)Y, ldy, act, 0};
+        taps_pack_job p = {isa, W, K, F, 0, NULL, g[1], x[3], ws[0], ws[1], ws[2], ws[3], NULL};
+        j.pack = &p;  /* each thread packs the panels it computes, as it goes (taps.c) */
+        ok = pw_run_released(pw_taps_part, &j, (long long)M * K * F, threads, &j.failed, openmp);
+    }
+#else
+    (void)sizes;
 #endif
     if (ok < 0) return PyErr_NoMemory();
     return PyBool_FromLong(ok);

@@ -306,6 +306,7 @@ PyObject *pw_py_moments(PyObject *self, PyObject *args);
 /* module_at.c */
 PyObject *pw_py_rows_at(PyObject *self, PyObject *args);
 PyObject *pw_py_cols_at(PyObject *self, PyObject *args);
+PyObject *pw_py_taps_at(PyObject *self, PyObject *args);
 
 /* microkernels.c (a stub that answers NULL off x86-64): the instruction set a name asks for,
  * "avx512" or "avx2", if this CPU runs it. */
