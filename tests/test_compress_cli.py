@@ -50,6 +50,9 @@ def test_compress_writes_a_checkpoint_predict_and_export_take(checkpoint, tmp_pa
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["correct"] == [before, correct] and report["test_images"] == 450
     assert {la["name"]: la["rank"] for la in report["layers"] if la["replaced"]} == ranks
+    for la in report["layers"]:  # the bound: a layer is replaced only at k ≤ its break-even
+        assert len(la["spectrum"]) == la["out_channels"]
+        assert la["replaced"] == (la["rank"] <= la["break_even"])
     assert report["macs"][0] - report["macs"][1] == report["macs_1x1"][0] - report["macs_1x1"][1]
     onnx_path = tmp_path / "small.onnx"
     assert main(["export", str(out / "checkpoint.pt"), "--onnx", str(onnx_path),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
@@ -22,6 +24,7 @@ from pointwise.nn import (  # noqa: E402
     convert,
     to_conv2d,
 )
+from pointwise.nn.report import LayerCompression, rank_for_energy  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -83,6 +86,9 @@ def test_pair_is_the_projection_of_the_responses(energy, geometry):
     k, proj, mean = reference_pair(y, energy)
     (layer,) = report.layers
     assert layer.rank == k and layer.replaced == (k * 16 + k * 48 < 16 // conv.groups * 48)
+    assert layer.replaced == (k <= layer.break_even) and layer.rank_at(energy) == k
+    size = 6 if not geometry.get("stride") else (6 + 2 * geometry.get("padding", 0) - 1) // 2 + 1
+    assert layer.macs_at(k) == size * size * (16 * k + k * 48)
     if not layer.replaced:
         assert isinstance(small[0], Conv1x1) and layer.macs_after == layer.macs_before
         return
@@ -105,7 +111,6 @@ def test_pair_is_the_projection_of_the_responses(energy, geometry):
     values = np.linalg.eigvalsh(np.cov(y.T, bias=True))[::-1]
     assert error == pytest.approx(values[k:].sum(), rel=1e-8, abs=1e-12)
     assert layer.energy == pytest.approx(values[:k].sum() / values.sum(), rel=1e-9)
-    size = 6 if not geometry.get("stride") else (6 + 2 * geometry.get("padding", 0) - 1) // 2 + 1
     assert layer.macs_before == size * size * 16 // g * 48
     assert layer.macs_after == size * size * (16 * k + k * 48)
 
@@ -205,6 +210,41 @@ def test_structure_rebuilds_for_the_state_dict_and_to_conv2d():
     assert not any(isinstance(m, Conv1x1) for m in plain.modules())
     with pytest.raises(ValueError, match="expected a Conv1x1 named 'nope'"):
         compress_structure(pm.create("nin_digits").eval(), {"nope": 2})
+
+
+# ----------------------------------------------------------------- the spectrum and the bound
+@given(c=st.integers(1, 300), f=st.integers(1, 300), g=st.sampled_from([1, 2, 4]))
+def test_break_even_is_the_largest_rank_that_saves(c, f, g):
+    layer = LayerCompression("x", c * g, f * g, g, 1, 1.0, 0, 0, False)
+    k, before = layer.break_even, c * f * g  # C/G·F with C = c·g, F = f·g
+    assert k >= 0 and (k == 0 or k * (c * g + f * g) < before)
+    assert (k + 1) * (c * g + f * g) >= before
+
+
+def test_rank_for_energy_at_the_edges():
+    assert rank_for_energy([3.0, 1.0], 0.75) == 1 and rank_for_energy([3.0, 1.0], 0.76) == 2
+    assert rank_for_energy([2.0, 1.0, 1.0, 0.0], 1.0) == 3  # the zero direction is not needed
+    assert rank_for_energy([0.0, 0.0], 0.5) == 1 and rank_for_energy([], 0.9) == 1
+
+
+def test_the_spectrum_gives_the_rank_compress_chooses_at_every_energy():
+    """One fit's report predicts the rank, energy kept, MACs and replacement at any energy."""
+    torch.manual_seed(6)
+    model = pm.create("nin_digits").eval()
+    x = torch.rand(24, 1, 8, 8)
+    _, report = compress(model, x, energy=0.99)
+    assert all(len(la.spectrum) == la.out_channels for la in report.layers)
+    for energy in (0.5, 0.9, 0.95, 0.999, 1.0):
+        _, other = compress(model, x, energy=energy)
+        for la, got in zip(report.layers, other.layers, strict=True):
+            assert la.rank_at(energy) == got.rank
+            assert la.energy_at(got.rank) == pytest.approx(got.energy, rel=1e-12)
+            assert got.replaced == (got.rank <= la.break_even)
+            if got.replaced:
+                assert la.macs_at(got.rank) == got.macs_after
+    assert "saves if k ≤" in str(report)
+    cccp = report.layers[0]  # 32 -> k -> 32: saves for k ≤ 15
+    assert cccp.break_even == 15 and f"{cccp.macs_before:>12,}" in str(report)
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -38,7 +38,7 @@ from pointwise.moments import ChannelMoments
 from pointwise.nn.convert import convert
 from pointwise.nn.lowrank import LowRankConv1x1
 from pointwise.nn.module import Conv1x1
-from pointwise.nn.report import CompressReport, LayerCompression
+from pointwise.nn.report import CompressReport, LayerCompression, rank_for_energy
 from pointwise.reduction import principal_axes
 
 __all__ = ["CompressReport", "LayerCompression", "compress", "compress_structure"]
@@ -278,15 +278,15 @@ def _fit(name: str, conv: Conv1x1, inputs: _Inputs, size: tuple[int, int],
         k = rank
     else:
         assert energy is not None
-        kept = np.cumsum(values) / total if total > 0 else np.ones(f)
-        k = int(np.searchsorted(kept, energy * (1 - 1e-12)) + 1)  # first k with kept ≥ energy
+        k = rank_for_energy(values.tolist(), energy)  # the first k with kept ≥ energy
     k = min(k, c, f)  # the responses span at most min(C, F) directions
     kept_k = float(values[:k].sum() / total) if total > 0 else 1.0
     st, pad = conv.stride, conv.padding
     before = conv_cost(c, f, groups=g, input_size=size, stride=st, padding=pad).macs
     after = (conv_cost(c, k, input_size=size, stride=st, padding=pad).macs
              + conv_cost(k, f, input_size=_out(size, conv)).macs)
-    entry = LayerCompression(name, c, f, g, k, kept_k, before, before, False)
+    entry = LayerCompression(name, c, f, g, k, kept_k, before, before, False,
+                             spectrum=values.tolist())
     if after >= before:
         entry.reason = f"C·k + k·F = {c * k + k * f} >= C/G·F = {c // g * f} MACs per pixel"
         return entry, None

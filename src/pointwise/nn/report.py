@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
-__all__ = ["CompressReport", "ConvertReport", "LayerCompression"]
+__all__ = ["CompressReport", "ConvertReport", "LayerCompression", "rank_for_energy"]
+
+
+def rank_for_energy(spectrum: Sequence[float], energy: float) -> int:
+    """The fewest leading directions of ``spectrum`` (variances, largest first) that keep
+    ``energy`` of the total: the first k with ``Σ_{i≤k} λᵢ ≥ energy · Σ λᵢ`` (to 1e-12
+    relative, so that energy 1 is reached despite rounding); 1 where the total is 0."""
+    sums = list(accumulate(float(v) for v in spectrum))
+    total = sums[-1] if sums else 0.0
+    if not total > 0:
+        return 1
+    goal = energy * (1 - 1e-12) * total
+    return next((i + 1 for i, s in enumerate(sums) if s >= goal), len(sums))
 
 
 @dataclass
@@ -63,6 +78,8 @@ class LayerCompression:
             layer was left alone.
         replaced: whether it is now a ``LowRankConv1x1``.
         reason: why not, when it was not.
+        spectrum: the variance of the layer's responses along each principal direction,
+            largest first (F values): what every k and energy above derives from.
     """
 
     name: str
@@ -75,6 +92,30 @@ class LayerCompression:
     macs_after: int
     replaced: bool
     reason: str = ""
+    spectrum: list[float] = field(default_factory=list)
+
+    @property
+    def break_even(self) -> int:
+        """The largest k whose pair costs fewer MACs than the layer, ``C·k + k·F < C/G·F``:
+        ``⌈(C/G·F) / (C + F)⌉ − 1``, half of C when F = C (0: no k saves)."""
+        c, f = self.in_channels, self.out_channels
+        return math.ceil(c // self.groups * f / (c + f)) - 1
+
+    def rank_at(self, energy: float) -> int:
+        """The k that :func:`compress` chooses for ``energy`` (at most min(C, F))."""
+        k = rank_for_energy(self.spectrum, energy)
+        return min(k, self.in_channels, self.out_channels)
+
+    def energy_at(self, k: int) -> float:
+        """The share of the response variance that the top ``k`` directions keep."""
+        total = math.fsum(self.spectrum)
+        return math.fsum(self.spectrum[:k]) / total if total > 0 else 1.0
+
+    def macs_at(self, k: int) -> int:
+        """MACs per image of the rank-k pair (``macs_before`` scaled by ``k·(C + F)`` over
+        ``C/G·F``: both convs run at the layer's output pixels)."""
+        c, f = self.in_channels, self.out_channels
+        return self.macs_before // (c // self.groups * f) * k * (c + f)
 
 
 @dataclass
@@ -108,10 +149,11 @@ class CompressReport:
                  f"{self.macs_after:,} ({100 * saved:.1f}% fewer)"]
         width = max([5, *(len(la.name) for la in self.layers)])
         lines.append(f"  {'layer':<{width}}  {'C -> k -> F':>15}  {'energy':>8}  "
-                     f"{'MACs before':>12}  {'MACs after':>12}")
+                     f"{'saves if k ≤':>12}  {'MACs before':>12}  {'MACs after':>12}")
         for la in self.layers:
             shape = f"{la.in_channels} -> {la.rank} -> {la.out_channels}"
             tail = "" if la.replaced else "  kept: " + la.reason
             lines.append(f"  {la.name:<{width}}  {shape:>15}  {la.energy:8.5f}  "
-                         f"{la.macs_before:>12,}  {la.macs_after:>12,}{tail}")
+                         f"{la.break_even or '-':>12}  {la.macs_before:>12,}  "
+                         f"{la.macs_after:>12,}{tail}")
         return "\n".join(lines)

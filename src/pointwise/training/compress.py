@@ -61,7 +61,8 @@ class CheckpointCompression:
             "params": list(self.params), "accuracy": list(self.accuracy),
             "correct": list(self.correct), "test_images": self.total,
             "folded": [list(f) for f in r.folded],
-            "layers": [dataclasses.asdict(la) for la in r.layers],
+            "layers": [{**dataclasses.asdict(la), "break_even": la.break_even}
+                       for la in r.layers],
         }
 
     def __str__(self) -> str:
