@@ -6,6 +6,8 @@ Each step is the command line itself in a fresh process, as a user would run it:
 gives, per model, seed and energy, the 1×1 convs' MACs per image before and after, the
 share saved, and the held-out accuracy before and after (450 test images of digits).
 
+``--asymmetric`` compresses each again with ``--asymmetric`` (the same k, each pair
+refitted to the inputs the compressed model gives it) and adds its accuracy to the row.
 ``--per-layer`` adds, per model and seed, the bound on those savings: for every 1×1 layer, C
 and F, the largest k whose C→k→F pair saves MACs (``C·k + k·F < C·F``: k < C·F/(C + F)),
 the share of the response variance kept at that k, and the k each energy asks for, all
@@ -16,6 +18,7 @@ MACs each energy saves (every layer replaced where its k saves) and the highest 
     python benchmarks/compress_digits.py                         # both models, seed 0
     python benchmarks/compress_digits.py --seeds 0 1 2 --json results.json
     python benchmarks/compress_digits.py --per-layer             # the bound, layer by layer
+    python benchmarks/compress_digits.py --asymmetric            # and the asymmetric fit
 """
 
 from __future__ import annotations
@@ -85,13 +88,17 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--energies", nargs="+", type=float, default=list(ENERGIES))
     p.add_argument("--json", metavar="PATH", help="also write the rows here")
+    p.add_argument("--asymmetric", action="store_true",
+                   help="also compress with --asymmetric (each pair refitted to the "
+                   "compressed model's inputs: same k) and give its accuracy beside")
     p.add_argument("--per-layer", action="store_true",
                    help="also tabulate each layer's break-even k and the k of each energy")
     args = p.parse_args()
     rows, bounds = [], []
+    more = (" asymmetric: after | Δ points |", "---|---|") if args.asymmetric else ("", "")
     print("| model | seed | energy | 1×1 MACs before → after | saved | accuracy before → after "
-          "| Δ points |")
-    print("|---|---|---|---|---|---|---|")
+          "| Δ points |" + more[0])
+    print("|---|---|---|---|---|---|---|" + more[1])
     for model in args.models:
         for seed in args.seeds:
             with tempfile.TemporaryDirectory() as out:
@@ -109,13 +116,20 @@ def main() -> None:
                            "saved": 1 - m1 / m0, "accuracy": [a0, a1],
                            "ranks": {la["name"]: la["rank"] for la in r["layers"]},
                            "replaced": [la["name"] for la in r["layers"] if la["replaced"]]}
+                    tail = ""
+                    if args.asymmetric:
+                        ra = run("--asymmetric")
+                        assert ra["macs_1x1"] == r["macs_1x1"]  # the same k: only weights change
+                        a2 = ra["accuracy"][1]
+                        row["accuracy_asymmetric"] = a2
+                        tail = f" {100 * a2:.2f}% | {100 * (a2 - a0):+.2f} |"
                     rows.append(row)
                     if args.per_layer and energy == args.energies[0]:  # one spectrum per fit
                         row["layers"] = r["layers"]
                         bounds += per_layer(model, seed, layers_of(r), args.energies)
                     print(f"| {model} | {seed} | {energy:g} | {m0:,} → {m1:,} | "
                           f"{100 * row['saved']:.1f}% | {100 * a0:.2f}% → {100 * a1:.2f}% | "
-                          f"{100 * (a1 - a0):+.2f} |", flush=True)
+                          f"{100 * (a1 - a0):+.2f} |{tail}", flush=True)
     if bounds:
         print("", *bounds, sep="\n")
     if args.json:

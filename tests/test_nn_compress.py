@@ -247,6 +247,60 @@ def test_the_spectrum_gives_the_rank_compress_chooses_at_every_energy():
     assert cccp.break_even == 15 and f"{cccp.macs_before:>12,}" in str(report)
 
 
+# ------------------------------------------------------------------- the asymmetric fit
+def test_asymmetric_fit_is_the_reduced_rank_regression_on_the_compressed_inputs():
+    """Layer 2 of the pair model fitted to layer 1's compressed output: the rank-k least-
+    squares map from those inputs to the original responses, computed here from arrays."""
+    torch.manual_seed(7)
+    model = nn.Sequential(Conv1x1(12, 40, activation="relu"), Conv1x1(40, 40)).double().eval()
+    x = low_rank_images(48, 12, 9, seed=4)
+    plain, report = compress(model, x, rank=5)
+    small, again = compress(model, x, rank=5, asymmetric=True)
+    assert again.ranks == report.ranks == {"0": 5, "1": 5}
+    assert again.macs_after == report.macs_after
+    for key in ("reduce.weight", "reduce.bias", "expand.weight", "expand.bias"):
+        torch.testing.assert_close(small[0].state_dict()[key], plain[0].state_dict()[key],
+                                   rtol=1e-7, atol=1e-9)  # the first layer sees x itself
+    y = responses(model, model[1], x)  # (P, F): the original model's responses
+    x_hat = torch.cat(_inputs_of(plain, plain[1], x)).numpy()  # (P, C), compressed inputs
+    xc, yc = x_hat - x_hat.mean(0), y - y.mean(0)
+    ols = np.linalg.lstsq(xc, yc, rcond=None)[0]  # (C, F)
+    _, _, vt = np.linalg.svd(xc @ ols, full_matrices=False)  # the fitted responses' axes
+    proj = vt[:5].T @ vt[:5]  # (F, F)
+    want = proj @ ols.T  # (F, C), the rank-5 map
+    w, b = composed(small[1])
+    np.testing.assert_allclose(w, want, atol=1e-8)
+    np.testing.assert_allclose(b, y.mean(0) - want @ x_hat.mean(0), atol=1e-8)
+    # on the data it was fitted to, it reproduces the original responses better
+    errors = []
+    for m in (plain, small):
+        z = torch.cat(_inputs_of(m, m[1].expand, x)).numpy()  # (P, k)
+        w2, b2 = m[1].expand.weight.detach()[:, :, 0, 0].numpy(), m[1].expand.bias.detach()
+        y_hat = z @ w2.T + b2.numpy()  # (P, k) @ (k, F)
+        errors.append(((y - y_hat) ** 2).sum(1).mean())
+    assert errors[1] < 0.999 * errors[0]
+
+
+def _inputs_of(model: nn.Module, module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """(N·H·W, C) per batch: the input pixel vectors of ``module`` when ``model`` runs on x."""
+    got: list[torch.Tensor] = []
+    h = module.register_forward_pre_hook(
+        lambda m, a: got.append(a[0].detach().permute(0, 2, 3, 1).reshape(-1, a[0].shape[1])))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    return got
+
+
+def test_asymmetric_fit_refuses_a_one_shot_iterator():
+    model = nn.Sequential(Conv1x1(8, 8), Conv1x1(8, 8)).eval()
+    x = torch.randn(4, 8, 3, 3)
+    with pytest.raises(ValueError, match="expected data that can be read once per layer"):
+        compress(model, iter([x]), rank=2, asymmetric=True)
+    small, _ = compress(model, [x[:2], x[2:]], rank=2, asymmetric=True)  # a list: read again
+    assert isinstance(small[1], LowRankConv1x1)
+
+
 # ------------------------------------------------------------------------------ bad input
 def test_bad_input():
     model = nn.Sequential(nn.Conv2d(4, 8, 1)).eval()

@@ -47,6 +47,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", nargs="+", metavar="NAME",
                    help="compress only these layers (qualified names or globs such as "
                    "'features.*'; default: every 1×1 conv)")
+    p.add_argument("--asymmetric", action="store_true",
+                   help="then refit each replaced layer, in order, to the inputs the "
+                   "compressed model gives it (the same k and MACs; less error passed on)")
     p.add_argument("--data", metavar="digits|PATH.npz",
                    help="default: the data the checkpoint was trained on, with its split")
     p.add_argument("--out", metavar="DIR", help="folder for checkpoint.pt (default: none)")
@@ -69,7 +72,8 @@ def run_compress(args: argparse.Namespace) -> int:
     output_path(args.out, "--out", stdout=False, folder=True)
     torch.set_num_threads(args.threads)
     result = compress_checkpoint(source, args.out, energy=args.energy, rank=args.rank,
-                                 layers=args.layers, data=args.data)
+                                 layers=args.layers, data=args.data,
+                                 asymmetric=args.asymmetric)
     if json_path is not None:
         write_output(json_path, strict_json(result.to_dict()))
     if json_path != "-":

@@ -18,7 +18,10 @@ accumulates in float64 during one pass of the model over the data.
 
 k is the smallest that keeps ``energy`` of the variance (``Σ_{i≤k} λᵢ ≥ energy · Σ λᵢ``), or
 ``rank``. A layer is replaced only where ``C·k + k·F < C/G · F``, fewer MACs per pixel.
-Every layer is fitted on the original model's responses, in one pass.
+Every layer is fitted on the original model's responses, in one pass; with
+``asymmetric=True`` each replaced layer is then refitted, in model order, to reproduce the
+original responses from the inputs the compressed model gives it (same k,
+:mod:`pointwise.nn.asymmetric`).
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pointwise.cost import conv_cost
 from pointwise.moments import ChannelMoments
+from pointwise.nn.asymmetric import read_pixels, refit
 from pointwise.nn.convert import convert
 from pointwise.nn.lowrank import LowRankConv1x1
 from pointwise.nn.module import Conv1x1
@@ -55,6 +58,7 @@ def compress(
     layers: str | Sequence[str] | None = None,
     inplace: bool = False,
     batch_size: int = 256,
+    asymmetric: bool = False,
 ) -> tuple[nn.Module, CompressReport]:
     """Replace the 1×1 convs of ``model`` by rank-k pairs fitted to their responses on ``data``.
 
@@ -76,6 +80,10 @@ def compress(
             compress; default every ``Conv1x1``.
         inplace: modify ``model`` itself instead of a deep copy.
         batch_size: for ``data`` given as one tensor.
+        asymmetric: then refit each replaced layer, in model order, to the inputs the
+            compressed model gives it (Zhang et al.'s asymmetric reconstruction: the same k
+            and MACs, less error passed on); one more pass over ``data`` per replaced layer,
+            so ``data`` must be readable again (not a one-shot iterator).
 
     Returns:
         ``(model, CompressReport)``. Replaced layers are :class:`LowRankConv1x1`; the report
@@ -85,7 +93,7 @@ def compress(
     Raises:
         ValueError: the model is in training mode or has no 1×1 conv; ``layers`` selects
             none; ``energy`` outside (0, 1] or given with ``rank``; rank < 1; no data; NaN
-            or infinity in a layer's input.
+            or infinity in a layer's input; a one-shot iterator with ``asymmetric``.
 
     Examples:
         >>> import torch
@@ -110,6 +118,11 @@ def compress(
             "responses the model gives in eval mode), but got training=True; call "
             "model.eval() first"
         )
+    if asymmetric and isinstance(data, Iterator):
+        raise ValueError(
+            f"expected data that can be read once per layer with asymmetric=True (a tensor, "
+            f"an array, a list or a DataLoader), but got a one-shot {type(data).__name__}; "
+            f"pass a list of its batches")
     if not inplace:
         model = copy.deepcopy(model)
     model, converted = convert(model, fold_all=False, inplace=True)
@@ -123,7 +136,13 @@ def compress(
         if pair is not None:
             new[id(conv)] = pair
     report.images = moments[id(targets[0][1])].images
-    return _swap(model, new), report
+    original = copy.deepcopy(model) if asymmetric and new else None
+    model = _swap(model, new)
+    if original is not None:
+        weights = {name: (_dense_weight(conv), _bias(conv)) for name, conv in targets
+                   if id(conv) in new}
+        refit(original, model, list(weights), weights, lambda: _batches(data, batch_size))
+    return model, report
 
 
 def compress_structure(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
@@ -188,11 +207,7 @@ class _Inputs:
         x = x.detach()
         if x.dim() == 3:
             x = x.unsqueeze(0)  # (1, C, H, W)
-        ph, pw = self.padding
-        if ph or pw:
-            x = F.pad(x, (pw, pw, ph, ph))  # the pixels the conv reads as zeros
-        sh, sw = self.stride
-        x = x[:, :, ::sh, ::sw]  # (N, C, Ho, Wo)
+        x = read_pixels(x, self.stride, self.padding)  # (N, C, Ho, Wo)
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
         self.moments.add_images(x.cpu().numpy(), channels_last=False)
@@ -263,12 +278,17 @@ def _dense_weight(conv: Conv1x1) -> np.ndarray:
     return dense
 
 
+def _bias(conv: Conv1x1) -> np.ndarray:
+    """(F,) float64: the bias, zeros where there is none."""
+    if conv.bias is None:
+        return np.zeros(conv.out_channels)
+    return conv.bias.detach().to("cpu", torch.float64).numpy()
+
+
 def _fit(name: str, conv: Conv1x1, inputs: _Inputs, size: tuple[int, int],
          energy: float | None, rank: int | None) -> tuple[LayerCompression, nn.Module | None]:
     c, f, g = conv.in_channels, conv.out_channels, conv.groups
-    w = _dense_weight(conv)  # (F, C)
-    b = (np.zeros(f) if conv.bias is None
-         else conv.bias.detach().to("cpu", torch.float64).numpy())
+    w, b = _dense_weight(conv), _bias(conv)  # (F, C), (F,)
     m = inputs.moments
     mean_y = w @ m.mean + b  # (F, C) @ (C,) -> (F,)
     cov_y = w @ m.covariance @ w.T  # (F, C) @ (C, C) @ (C, F)

@@ -101,11 +101,12 @@ def compress_checkpoint(
     rank: int | None = None,
     layers: Sequence[str] | None = None,
     data: str | None = None,
+    asymmetric: bool = False,
 ) -> CheckpointCompression:
     """Compress ``checkpoint``'s 1×1 convs; write ``out/checkpoint.pt`` when ``out`` is given.
 
     ``data`` (``"digits"`` or an ``.npz``) defaults to what the model was trained on, with
-    the checkpoint's split; ``energy``, ``rank`` and ``layers`` are
+    the checkpoint's split; ``energy``, ``rank``, ``layers`` and ``asymmetric`` are
     :func:`pointwise.nn.compress`'s.
 
     Raises:
@@ -127,7 +128,8 @@ def compress_checkpoint(
                         split=state["split"] if spec == config["data"] else None)
     x_train = torch.from_numpy(dataset.x_train)
     x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
-    small, report = compress(model, x_train, energy=energy, rank=rank, layers=layers)
+    small, report = compress(model, x_train, energy=energy, rank=rank, layers=layers,
+                             asymmetric=asymmetric)
     small.eval()
     correct = tuple(round(evaluate(m, x_test, y_test)[1] * len(y_test)) for m in (model, small))
     shape = (1, *dataset.x_train.shape[1:])
@@ -139,6 +141,7 @@ def compress_checkpoint(
         kept: dict[str, Any] = {k: state[k] for k in KEPT if k in state}
         ckpt_io.save(path, {**kept, "model": small.state_dict(), "compressed": {
             "source": str(source), "ranks": report.ranks, "energy": energy, "rank": rank,
+            "asymmetric": asymmetric,
             "layers": [la.name for la in report.layers],
             "accuracy": [correct[0] / len(y_test), correct[1] / len(y_test)],
             "macs": [before.macs, after.macs],
