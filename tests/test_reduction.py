@@ -212,6 +212,37 @@ def test_strided_and_channels_last_views_equal_a_contiguous_copy():
                                    atol=1e-14 * b.eigenvalues[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channels_last_crops_go_to_the_kernel_as_views(both_paths, dtype, monkeypatch):
+    """A crop of W alone is one kernel call over its N·H rows of pixels, a crop of H and W
+    one call per image, both on views of the data (no copy); each equals a contiguous copy.
+    A negative stride, which the kernel declines, is copied one image at a time."""
+    from pointwise.kernels import native
+
+    rng = np.random.default_rng(11)
+    base = sample(rng, 5, 9, 11, 12, "NHWC", dtype=dtype)
+    calls: list[tuple[int, bool]] = []
+    kernel = native.moments
+
+    def spy(x, *args, **kw):  # the calls the kernel took
+        took = kernel(x, *args, **kw)
+        if took:
+            calls.append((x.ndim, np.shares_memory(x, base)))
+        return took
+
+    monkeypatch.setattr(native, "moments", spy)
+    on_kernels = both_paths == "kernels"
+    for view, want in ((base[:, :, 2:9], [(3, True)]),
+                       (base[:, 1:8, ::2], [(3, True)] * 5),
+                       (base[:, :, ::-1], [(2, False)] * 5)):
+        calls.clear()
+        a = pw.fit_reduction(view, 4)
+        assert calls == (want if on_kernels else [])
+        b = pw.fit_reduction(np.ascontiguousarray(view), 4)
+        np.testing.assert_allclose(a.components, b.components, atol=1e-10)
+        np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=1e-10)
+
+
 @pytest.mark.usefixtures("both_paths")
 def test_float32_data_get_float32_weights_the_operator_accepts():
     rng = np.random.default_rng(7)

@@ -83,6 +83,9 @@ class ChannelMoments:
 
     def add_images(self, x: np.ndarray, channels_last: bool) -> None:
         """Accumulate every pixel of a 4-D batch, (N, H, W, C) or (N, C, H, W)."""
+        if channels_last and x.size and not _is_rows(x):
+            self._add_strided(x)
+            return
         if not channels_last and x.size:  # the kernel takes all the images in one call
             try:
                 images = np.reshape(x, (x.shape[0], x.shape[1], -1), copy=False)  # (N, C, H·W)
@@ -92,6 +95,22 @@ class ChannelMoments:
                 return
         for rows in _pixel_rows(x, channels_last):
             self.add(rows)
+
+    def _add_strided(self, x: np.ndarray) -> None:
+        """A channels-last batch whose pixels are not one (N·H·W, C) view (a crop): its rows
+        of W pixels are (·, C, W) views the kernel takes as channels-first images, all in
+        one call where the image rows are evenly spaced (a crop of W alone), else one call
+        per image; a copy of one image at a time only where the kernel declines."""
+        try:
+            runs = [np.reshape(x, (-1, x.shape[2], x.shape[3]), copy=False)]  # (N·H, W, C)
+        except ValueError:
+            runs = list(x)  # (H, W, C) each
+        h, c = x.shape[1], x.shape[3]
+        for run in runs:
+            if self._add_native(run.transpose(0, 2, 1)):  # (·, C, W), a view
+                continue
+            for i in range(0, run.shape[0], h):
+                self.add(run[i:i + h].reshape(-1, c))  # (H·W, C): one image, a copy
 
     def add(self, rows: np.ndarray) -> None:
         """Accumulate the (M, C) pixel vectors ``rows`` (any real dtype, any strides)."""
@@ -165,6 +184,15 @@ class ChannelMoments:
 
     def merge_from(self, other: ChannelMoments) -> None:
         self.merge(other.count, other.mean, other.scatter)
+
+
+def _is_rows(x: np.ndarray) -> bool:
+    """Whether the pixels of a channels-last batch form one (N·H·W, C) view."""
+    try:
+        np.reshape(x, (-1, x.shape[3]), copy=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _pixel_rows(x: np.ndarray, channels_last: bool) -> Iterator[np.ndarray]:
