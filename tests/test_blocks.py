@@ -200,3 +200,30 @@ def test_small_images_split_filters_and_bands_span_images(isa, stride, n, h, f):
 def test_residual_bands_span_images(isa, n, h, c, t):
     """The residual's rows, read across an image's end within one band."""
     run_inverted(np.random.default_rng(n + h + c), n, h, h, c, t, c, 1)
+
+
+@pytest.mark.parametrize("n, h, c, t, f, stride", [
+    (1, 7, 160, 6, 160, 1), (1, 14, 96, 6, 160, 2), (1, 15, 40, 4, 24, 2), (2, 6, 64, 6, 64, 1),
+    (3, 9, 24, 6, 24, 1), (1, 9, 8, 6, 40, 1)])
+def test_small_images_split_the_expanded_channels(isa, n, h, c, t, f, stride):
+    """Few pixels with an expansion (MobileNetV2's 7x7 blocks at N=1): the parts split the
+    expanded channels, each expanding, filtering and projecting whole panels of its own, and
+    the partial products are summed with the bias and the residual afterwards; E = 48 is one
+    panel, which is not split."""
+    run_inverted(np.random.default_rng(n * h + c + t), n, h, h, c, t, f, stride)
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_split_channels_sum_before_the_projections_activation(isa, act):
+    """An activation after the projection (none in MobileNetV2, which the kernel allows) is
+    applied to the summed partial products, not to each part's."""
+    rng = np.random.default_rng(3)
+    n, h, c, e, f = 1, 7, 64, 384, 64
+    x = rng.standard_normal((n, h, h, c)).astype(np.float32)
+    we, be, wd, bd, wp, bp = weights(rng, c, e, f)
+    y = np.empty((n * h * h, f), np.float32)
+    assert _native.block(x, we[0, 0], be, wd[:, :, :, 0], bd, wp[0, 0], bp, y,
+                         ("relu6", "relu6", act), 1, True)
+    z = reference(x, we, be, wd, bd, wp, bp, 1, "relu6", True, True)  # (N, H, W, F)
+    z = np.maximum(z, 0) if act == "relu" else np.clip(z, 0, 6)
+    check(y.reshape(z.shape), z, 1e-4)

@@ -30,12 +30,12 @@
  * GEMM then has rows for whole tiles of 6-24 rows, not ragged tails. */
 enum { BAND_MIN_PIXELS = 96 };
 
-/* Y[M x N] = act(A[M x K] @ B + bias + R), B packed in panels of the tile shape s's width
- * (taps.c's pack_rows, for all of the weight's columns: N may be a slice of whole panels),
- * A's rows lda apart, R's ldr apart. */
+/* Y[M x N] = act(A[M x K] @ B + bias + R), B rows [k0, k0 + K) of a weight of kfull rows
+ * packed in panels of the tile shape s's width (taps.c's pack_rows; N may be a slice of
+ * whole panels), A's rows lda apart, R's ldr apart. */
 static void gemm(const isa_t *isa, const shape_t *s, idx M, idx K, idx N, const float *A,
-                 idx lda, const float *B, float *Y, idx ldy, const float *bias, const float *R,
-                 idx ldr, int act) {
+                 idx lda, const float *B, idx kfull, idx k0, float *Y, idx ldy,
+                 const float *bias, const float *R, idx ldr, int act) {
     const int vw = isa->vw, NR = s->nv * vw;
     for (idx pc = 0; pc < K; pc += KC) {
         const idx kc = min_i(K - pc, KC);
@@ -43,7 +43,7 @@ static void gemm(const isa_t *isa, const shape_t *s, idx M, idx K, idx N, const 
         for (idx jc = 0; jc < N; jc += NR) {
             const int nr = (int)min_i(N - jc, NR), nv = (nr + vw - 1) / vw, width = nv * vw;
             pw_tile_rows(s->by_nv[nv], s->tail[nv], s->mr, 0, M, kc, A + pc, lda,
-                         B + jc * K + pc * width, width, Y + jc, ldy, nr, first, last,
+                         B + jc * kfull + (k0 + pc) * width, width, Y + jc, ldy, nr, first, last,
                          bias ? bias + jc : NULL, NULL, R ? R + jc : NULL, ldr, act, 0);
         }
     }
@@ -53,7 +53,7 @@ static void gemm(const isa_t *isa, const shape_t *s, idx M, idx K, idx N, const 
  * slice of the filters (whole panels); the mp = parts / fp groups take equal runs of the
  * N·Ho output rows (counted over all images), in bands of at most `rows` rows. */
 typedef struct {
-    int fp, mp;
+    int fp, mp, ep;  /* ep: parts splitting the expanded channels (then fp = mp = 1) */
     idx rows;
 } split_t;
 
@@ -70,18 +70,38 @@ static idx band_bytes(const block_job *j, idx B) {
     return (idx)sizeof(float) * j->E * (in * j->W * (j->We != NULL) + B * j->Wo);
 }
 
+/* Fewer than two bands' pixels for each of the parts. */
+static int few_pixels(const block_job *j, int parts) {
+    return parts > 1 && j->N * j->Ho * j->Wo < (idx)parts * 2 * BAND_MIN_PIXELS;
+}
+
+/* Whether parts may split j's expanded channels: then the caller makes room for their
+ * partial products (block_job's partial). */
+int pw_block_splits_channels(const block_job *j, int parts) {
+    return j->We != NULL && few_pixels(j, parts);
+}
+
 /* Bands of at least BAND_MIN_PIXELS pixels when BAND_BUDGET allows, all the parts busy.
  * Without an expansion to repeat, parts that would get less than two bands' pixels each
  * split the filters instead (each then filters the same rows, 9 multiply-adds a channel,
  * against the E·F of its slice): 7x7 1024 -> 1024 at N=1 is 49 pixels, which split by rows
- * gave each part 28 or 21 pixels to stream all of the 4 MB weight for. */
+ * gave each part 28 or 21 pixels to stream all of the 4 MB weight for. With an expansion,
+ * such parts split the expanded channels: each expands, filters and projects whole panels
+ * of its own, and the partial products are summed afterwards (pw_block_reduce), so each
+ * reads half of both weights. MobileNetV2 at N=1, 2 threads, against bands split by rows
+ * (A/B in one process): 7x7 160 -> 960 -> 160 0.290 -> 0.229 ms, 7x7 160 -> 960 -> 320
+ * 0.405 -> 0.325 ms, 14x14 96 -> 576 -> 160 s2 0.254 -> 0.227 ms; its 14x14 stride-1
+ * blocks (196 pixels) moved by 0.95-1.05x, noise. */
 static split_t plan(const block_job *j, int parts) {
-    split_t p = {1, parts, 1};
+    split_t p = {1, parts, 1, 1};
     const idx R = j->N * j->Ho;
     const idx NR = pw_rows_shape(j->isa, j->F)->nv * j->isa->vw, panels = (j->F + NR - 1) / NR;
-    if (j->We == NULL && parts > 1 && panels >= parts &&
-        R * j->Wo < (idx)parts * 2 * BAND_MIN_PIXELS)
+    const idx NE = pw_rows_shape(j->isa, j->E)->nv * j->isa->vw, epanels = (j->E + NE - 1) / NE;
+    const int small = few_pixels(j, parts);
+    if (small && j->We == NULL && panels >= parts)
         p.fp = parts, p.mp = 1;
+    else if (small && j->We != NULL && j->partial != NULL && epanels >= parts)
+        p.ep = parts, p.mp = 1;
     idx B = (BAND_MIN_PIXELS + j->Wo - 1) / j->Wo;
     const idx most = (R + p.mp - 1) / p.mp;  /* each group gets rows */
     B = min_i(B, most < 1 ? 1 : most);
@@ -92,30 +112,49 @@ static split_t plan(const block_job *j, int parts) {
 }
 
 /* The expanded input rows [a, b) of image n into buf (rows W·E floats apart). */
-static void expand_rows(const block_job *j, const shape_t *se, idx n, idx a, idx b,
-                        float *buf) {
-    const float *x = j->X + n * j->sn;
+static void expand_rows(const block_job *j, const shape_t *se, idx n, idx a, idx b, idx e0,
+                        idx e1, float *buf) {
+    const float *x = j->X + n * j->sn, *be = j->be ? j->be + e0 : NULL;
+    const idx Es = e1 - e0;
     if (j->sh == j->W * j->sw) {  /* the rows are one run of pixels: one product */
-        gemm(j->isa, se, (b - a) * j->W, j->C, j->E, x + a * j->sh, j->sw, j->We, buf, j->E,
-             j->be, NULL, 0, j->act_e);
+        gemm(j->isa, se, (b - a) * j->W, j->C, Es, x + a * j->sh, j->sw, j->We + e0 * j->C,
+             j->C, 0, buf, Es, be, NULL, 0, j->act_e);
         return;
     }
     for (idx r = a; r < b; r++)
-        gemm(j->isa, se, j->W, j->C, j->E, x + r * j->sh, j->sw, j->We,
-             buf + (r - a) * j->W * j->E, j->E, j->be, NULL, 0, j->act_e);
+        gemm(j->isa, se, j->W, j->C, Es, x + r * j->sh, j->sw, j->We + e0 * j->C, j->C, 0,
+             buf + (r - a) * j->W * Es, Es, be, NULL, 0, j->act_e);
 }
+
+/* What a part computes: output rows [g0, g1), filters [f0, f1) and expanded channels
+ * [e0, e1). When the parts split the channels, each projects its own into a partial
+ * product, without the epilogue: part 0 into Y, the others into P (rows F apart), summed
+ * afterwards by pw_block_reduce. */
+typedef struct {
+    idx g0, g1, f0, f1, e0, e1;
+    int partial;
+    float *P;
+} share_t;
 
 /* Output rows [g0, g1) (counted over the images), in bands of at most B rows that end at an
  * image's last row unless bands span images; filters [f0, f1) of the projection. */
-static int block_driver(const block_job *j, idx B, idx g0, idx g1, idx f0, idx f1) {
-    const idx WE = j->W * j->E, seg = spans(j) ? min_i(B, j->Ho) : B;
+static int block_driver(const block_job *j, idx B, const share_t *sh) {
+    const idx g0 = sh->g0, g1 = sh->g1, f0 = sh->f0, f1 = sh->f1, e0 = sh->e0, Es = sh->e1 - e0;
+    const idx WE = j->W * Es, seg = spans(j) ? min_i(B, j->Ho) : B;
     const int expand = j->We != NULL;
     const shape_t *se = expand ? pw_rows_shape(j->isa, j->E) : NULL;
     const shape_t *sp = pw_rows_shape(j->isa, j->F);
     float *zero = pw_scratch(0, (size_t)j->E);
     float *ebuf = expand ? pw_scratch(1, (size_t)(min_i(j->H, (seg - 1) * j->s + 3) * WE)) : NULL;
-    float *dbuf = pw_scratch(2, (size_t)(B * j->Wo * j->E));
+    float *dbuf = pw_scratch(2, (size_t)(B * j->Wo * Es));
+    const float *wd = j->Wd, *bd = j->bd ? j->bd + e0 : NULL;
     if (zero == NULL || dbuf == NULL || (expand && ebuf == NULL)) return -1;
+    if (Es < j->E) {  /* the slice's depthwise weights, (3, 3, Es) */
+        float *w = pw_scratch(6, (size_t)(9 * Es));
+        if (w == NULL) return -1;
+        for (int t = 0; t < 9; t++) memcpy(w + t * Es, j->Wd + t * j->E + e0, (size_t)Es * sizeof(float));
+        wd = w;
+    }
     memset(zero, 0, (size_t)j->E * sizeof(float));
     const dw_row_t dw_row = pw_dw_row(j->isa);
     const idx bands = (g1 - g0 + B - 1) / B, rows = (g1 - g0 + bands - 1) / bands;  /* even */
@@ -134,7 +173,7 @@ static int block_driver(const block_job *j, idx B, idx g0, idx g1, idx f0, idx f
                     memmove(ebuf, ebuf + (lo - elo) * WE, (size_t)((ehi - lo) * WE) * sizeof(float));
                     from = ehi;
                 }
-                if (hi > from) expand_rows(j, se, n, from, hi, ebuf + (from - lo) * WE);
+                if (hi > from) expand_rows(j, se, n, from, hi, e0, sh->e1, ebuf + (from - lo) * WE);
                 en = n, elo = lo, ehi = hi;
             }
             for (idx oy = oy0; oy < oy1; oy++) {
@@ -144,15 +183,20 @@ static int block_driver(const block_job *j, idx B, idx g0, idx g1, idx f0, idx f
                     in[i] = iy < 0 || iy >= j->H ? NULL
                             : expand ? ebuf + (iy - lo) * WE : j->X + n * j->sn + iy * j->sh;
                 }
-                dw_row(in, j->W, expand ? j->E : j->sw, j->E, j->Wo, j->s, j->Wd, j->bd,
-                       dbuf + (r - r0 + oy - oy0) * j->Wo * j->E, j->E, j->act_d, zero);
+                dw_row(in, j->W, expand ? Es : j->sw, Es, j->Wo, j->s, wd, bd,
+                       dbuf + (r - r0 + oy - oy0) * j->Wo * Es, Es, j->act_d, zero);
             }
         }
         /* the residual's rows: image r0 / Ho's from row r0 % Ho on, the next images' after */
         const float *R = j->residual ? j->X + r0 / j->Ho * j->sn + r0 % j->Ho * j->sh + f0 : NULL;
-        gemm(j->isa, sp, (r1 - r0) * j->Wo, j->E, f1 - f0, dbuf, j->E, j->Wp + f0 * j->E,
-             j->Y + r0 * j->Wo * j->ldy + f0, j->ldy, j->bp ? j->bp + f0 : NULL, R, j->sw,
-             j->act_p);
+        if (sh->partial)
+            gemm(j->isa, sp, (r1 - r0) * j->Wo, Es, f1 - f0, dbuf, Es, j->Wp + f0 * j->E, j->E,
+                 e0, sh->P ? sh->P + r0 * j->Wo * j->F + f0 : j->Y + r0 * j->Wo * j->ldy + f0,
+                 sh->P ? j->F : j->ldy, NULL, NULL, 0, ACT_NONE);
+        else
+            gemm(j->isa, sp, (r1 - r0) * j->Wo, j->E, f1 - f0, dbuf, j->E, j->Wp + f0 * j->E,
+                 j->E, 0, j->Y + r0 * j->Wo * j->ldy + f0, j->ldy, j->bp ? j->bp + f0 : NULL, R,
+                 j->sw, j->act_p);
     }
     return 0;
 }
@@ -162,12 +206,48 @@ static int block_driver(const block_job *j, idx B, idx g0, idx g1, idx f0, idx f
 void pw_block_part(void *arg, int part, int parts) {
     block_job *j = arg;
     const split_t p = plan(j, parts);
-    const int pm = part / p.fp, pf = part % p.fp;
+    const int pm = part / (p.fp * p.ep), pf = part % p.fp;  /* the row group, the filters */
     const idx R = j->N * j->Ho, g0 = R * pm / p.mp, g1 = R * (pm + 1) / p.mp;
     const idx NR = pw_rows_shape(j->isa, j->F)->nv * j->isa->vw, panels = (j->F + NR - 1) / NR;
-    const idx f0 = min_i(j->F, panels * pf / p.fp * NR);
-    const idx f1 = min_i(j->F, panels * (pf + 1) / p.fp * NR);
-    if (pm < p.mp && g0 < g1 && f0 < f1 && block_driver(j, p.rows, g0, g1, f0, f1) != 0)
+    const idx NE = pw_rows_shape(j->isa, j->E)->nv * j->isa->vw, epanels = (j->E + NE - 1) / NE;
+    share_t sh = {g0, g1, min_i(j->F, panels * pf / p.fp * NR),
+                  min_i(j->F, panels * (pf + 1) / p.fp * NR), 0, j->E, p.ep > 1, NULL};
+    if (p.ep > 1) {  /* a slice of whole panels of the expansion's filters */
+        const int pe = part % p.ep;
+        sh.e0 = min_i(j->E, epanels * pe / p.ep * NE);
+        sh.e1 = min_i(j->E, epanels * (pe + 1) / p.ep * NE);
+        sh.P = pe == 0 ? NULL : j->partial + (pe - 1) * j->N * j->Ho * j->Wo * j->F;
+        if (part == 0) j->esplit = p.ep;
+    }
+    if (pm < p.mp && g0 < g1 && sh.f0 < sh.f1 && sh.e0 < sh.e1 &&
+        block_driver(j, p.rows, &sh) != 0)
         atomic_store(&j->failed, 1);
+    else if (p.ep > 1 && sh.e0 >= sh.e1 && sh.P != NULL)  /* nothing of its own: zeros */
+        memset(sh.P, 0, (size_t)(j->N * j->Ho * j->Wo * j->F) * sizeof(float));
+}
+
+/* After a run whose parts split the expanded channels: Y = act_p(Y + the other parts'
+ * partial products + bp [+ X]). */
+void pw_block_reduce(const block_job *j) {
+    const idx M = j->N * j->Ho * j->Wo, F = j->F, HW = j->Ho * j->Wo;
+    for (idx m = 0; m < M; m++) {
+        float *restrict y = j->Y + m * j->ldy;
+        for (int p = 1; p < j->esplit; p++) {
+            const float *restrict a = j->partial + ((p - 1) * M + m) * F;
+            for (idx f = 0; f < F; f++) y[f] += a[f];
+        }
+        if (j->bp)
+            for (idx f = 0; f < F; f++) y[f] += j->bp[f];
+        if (j->residual) {
+            const idx n = m / HW, q = m % HW;
+            const float *restrict r = j->X + n * j->sn + q / j->Wo * j->sh + q % j->Wo * j->sw;
+            for (idx f = 0; f < F; f++) y[f] += r[f];
+        }
+        /* NaN stays NaN, as in the kernels' epilogue */
+        if (j->act_p != ACT_NONE)
+            for (idx f = 0; f < F; f++) y[f] = y[f] < 0.0f ? 0.0f : y[f];
+        if (j->act_p == ACT_RELU6)
+            for (idx f = 0; f < F; f++) y[f] = y[f] > 6.0f ? 6.0f : y[f];
+    }
 }
 #endif

@@ -42,8 +42,15 @@ static int run(block_job *j, const float *we, idx lde, const float *wp, idx ldp,
                            (we ? (long long)j->N * j->H * j->W * j->C * j->E : 0);
     if ((we == NULL || (j->We = pack(j->isa, we, j->C, j->E, lde, t, 4, macs, threads, openmp,
                                      &j->failed)) != NULL) &&
-        (j->Wp = pack(j->isa, wp, j->E, j->F, ldp, t, 5, macs, threads, openmp, &j->failed)) != NULL)
+        (j->Wp = pack(j->isa, wp, j->E, j->F, ldp, t, 5, macs, threads, openmp, &j->failed)) != NULL) {
+        /* room for the partial products of parts that split the expanded channels, where
+         * the block is small enough for blocks.c to have them do so */
+        if (pw_block_splits_channels(j, threads) &&
+            (j->partial = pw_scratch(7, (size_t)((threads - 1) * j->N * j->Ho * j->Wo * j->F))) == NULL)
+            return -1;
         ok = pw_run_released(pw_block_part, j, macs, threads, &j->failed, openmp);
+        if (ok > 0 && j->esplit > 1) pw_block_reduce(j);
+    }
     for (int slot = 4; slot < 6; slot++)
         if ((size_t)pw_taps_packed_size(j->isa, j->E, j->F > j->C ? j->F : j->C) *
                 sizeof(float) > KEEP_BLOCK_PACKED_BYTES)

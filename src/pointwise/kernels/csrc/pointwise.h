@@ -102,7 +102,7 @@ const shape_t *pw_rows_shape(const isa_t *isa, idx N);
 const tshape_t *pw_taps_shape(const isa_t *isa, idx F);
 
 /* tiles.c: per-thread buffers, slots 0 .. SCRATCH_SLOTS - 1, kept between calls */
-enum { SCRATCH_SLOTS = 6 };
+enum { SCRATCH_SLOTS = 8 };
 float *pw_scratch(int which, size_t floats);
 void pw_scratch_drop(int which);
 void pw_tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx kc, const float *A, idx lda,
@@ -225,8 +225,12 @@ typedef struct {
     float *Y;                        /* output pixels ldy apart */
     idx ldy;
     atomic_int failed;
+    float *partial;  /* NULL, or room for (parts - 1) partial products (M x F) */
+    int esplit;      /* set by the run: parts that split the channels, to sum (pw_block_reduce) */
 } block_job;
 void pw_block_part(void *arg, int part, int parts);
+void pw_block_reduce(const block_job *j);
+int pw_block_splits_channels(const block_job *j, int parts);
 
 /* transpose.c: d[c * ldd + r] = s[r * lds + c] for r < rows, c < cols */
 void pw_transpose(const float *s, idx lds, idx rows, idx cols, float *d, idx ldd);
