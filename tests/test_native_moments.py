@@ -45,7 +45,7 @@ def reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(x, segment=1 << 20, block=512, path=-1, threads=2):
-    c = x.shape[1]
+    c = x.shape[2 if x.ndim == 4 else 1]  # (M, C), (N, C, P) or (N, H, C, P)
     mean, scatter = np.full(c, np.nan), np.full((c, c), np.nan)
     assert KERNEL.moments(threads, x, mean, scatter, segment, block, path)
     return mean, scatter
@@ -98,6 +98,20 @@ def test_channels_first_images_in_one_call(path, c, p, dtype):
         check(rows, mean, scatter)
     strided = (rng.standard_normal((4, 2 * c, 2 * p + 3))).astype(dtype)[:, ::2, 1:2 * p + 1:2]
     check(strided.transpose(0, 2, 1).reshape(-1, c), *run(strided, 19, 6, path))
+
+
+@pytest.mark.parametrize("c", [1, 3, 17, 129])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_runs_of_a_channels_last_crop_in_one_call(path, c, dtype):
+    """(N, H, C, W) views of a cropped (N, H, W, C) batch: its N·H·W pixels, with blocks
+    and segments straddling rows of pixels and images; channels 1 apart, then 2."""
+    rng = np.random.default_rng(c + 7)
+    full = rng.standard_normal((3, 7, 13, 2 * c + 2)).astype(dtype)  # (N, H', W', C')
+    for crop in (full[:, 1:6, 2:11:2, 1:c + 1], full[:, :5, 3:12, 1:2 * c + 1:2]):
+        x = crop.transpose(0, 1, 3, 2)  # (N, H, C, W), a view
+        rows = crop.reshape(-1, c)  # (N·H·W, C), a copy: the reference's pixel vectors
+        for segment, block in ((1 << 20, 512), (23, 10), (3, 2)):
+            check(rows, *run(x, segment, block, path))
 
 
 def test_paths_agree_and_threads_do_not_change_the_answer_beyond_rounding(path):

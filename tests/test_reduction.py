@@ -214,9 +214,9 @@ def test_strided_and_channels_last_views_equal_a_contiguous_copy():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_channels_last_crops_go_to_the_kernel_as_views(both_paths, dtype, monkeypatch):
-    """A crop of W alone is one kernel call over its N·H rows of pixels, a crop of H and W
-    one call per image, both on views of the data (no copy); each equals a contiguous copy.
-    A negative stride, which the kernel declines, is copied one image at a time."""
+    """A crop is one kernel call over its N·H rows of pixels, on a view of the data (no
+    copy), and equals a contiguous copy. A negative stride, which the kernel declines, is
+    copied one image at a time."""
     from pointwise.kernels import native
 
     rng = np.random.default_rng(11)
@@ -232,8 +232,8 @@ def test_channels_last_crops_go_to_the_kernel_as_views(both_paths, dtype, monkey
 
     monkeypatch.setattr(native, "moments", spy)
     on_kernels = both_paths == "kernels"
-    for view, want in ((base[:, :, 2:9], [(3, True)]),
-                       (base[:, 1:8, ::2], [(3, True)] * 5),
+    for view, want in ((base[:, :, 2:9], [(4, True)]),
+                       (base[:, 1:8, ::2], [(4, True)]),
                        (base[:, :, ::-1], [(2, False)] * 5)):
         calls.clear()
         a = pw.fit_reduction(view, 4)

@@ -97,20 +97,13 @@ class ChannelMoments:
             self.add(rows)
 
     def _add_strided(self, x: np.ndarray) -> None:
-        """A channels-last batch whose pixels are not one (N·H·W, C) view (a crop): its rows
-        of W pixels are (·, C, W) views the kernel takes as channels-first images, all in
-        one call where the image rows are evenly spaced (a crop of W alone), else one call
-        per image; a copy of one image at a time only where the kernel declines."""
-        try:
-            runs = [np.reshape(x, (-1, x.shape[2], x.shape[3]), copy=False)]  # (N·H, W, C)
-        except ValueError:
-            runs = list(x)  # (H, W, C) each
-        h, c = x.shape[1], x.shape[3]
-        for run in runs:
-            if self._add_native(run.transpose(0, 2, 1)):  # (·, C, W), a view
-                continue
-            for i in range(0, run.shape[0], h):
-                self.add(run[i:i + h].reshape(-1, c))  # (H·W, C): one image, a copy
+        """A channels-last batch whose pixels are not one (N·H·W, C) view (a crop): the
+        kernel takes it whole as N·H runs of W pixels, through the (N, H, C, W) view; a
+        copy of one image at a time only where the kernel declines."""
+        if self._add_native(x.transpose(0, 1, 3, 2)):  # (N, H, C, W), a view
+            return
+        for image in x:
+            self.add(image.reshape(-1, x.shape[3]))  # (H·W, C): one image, a copy
 
     def add(self, rows: np.ndarray) -> None:
         """Accumulate the (M, C) pixel vectors ``rows`` (any real dtype, any strides)."""

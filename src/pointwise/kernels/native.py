@@ -214,7 +214,8 @@ def block(x: np.ndarray, we: np.ndarray | None, be: np.ndarray | None, wd: np.nd
 def moments(x: np.ndarray, mean: np.ndarray, scatter: np.ndarray, segment: int, block: int,
             path: int = -1) -> bool:
     """``mean (C,)`` and ``scatter (C, C) = (x − mean)ᵀ (x − mean)`` of the pixel vectors
-    ``x (M, C)``, or of channels-first images ``x (N, C, P)`` (their N·P pixels), in
+    ``x (M, C)``, of channels-first images ``x (N, C, P)`` (their N·P pixels), or of
+    ``x (N, H, C, P)`` (N·H runs of P pixels: a channels-last crop, transposed), in
     float64, on the kernels; False if they can't.
 
     ``x`` is float32 or float64 with any non-negative strides; ``mean`` and ``scatter`` are
@@ -226,9 +227,9 @@ def moments(x: np.ndarray, mean: np.ndarray, scatter: np.ndarray, segment: int, 
     """
     if _kernel is None:
         return False
-    if x.ndim not in (2, 3):
+    if x.ndim not in (2, 3, 4):
         return False
-    c = x.shape[1]
+    c = x.shape[2 if x.ndim == 4 else 1]
     n = threads(x.size * (c + 1) // 2)
     return _kernel.moments(n, x, mean, scatter, segment, block, path,
                            n > 1 and on_host_team())

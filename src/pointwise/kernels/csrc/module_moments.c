@@ -15,7 +15,7 @@ static int real_view(PyObject *obj, Py_buffer *v, int ndim, int writable, int *f
         return 0;
     }
     const char *f = v->format;
-    if (ndim < 0) ndim = v->ndim == 3 ? 3 : 2;
+    if (ndim < 0) ndim = v->ndim == 3 || v->ndim == 4 ? v->ndim : 2;
     *f64 = f != NULL && strcmp(f, "d") == 0;
     int ok = v->ndim == ndim && f != NULL && (*f64 || (f64 != &is64 && strcmp(f, "f") == 0)) &&
              ((uintptr_t)v->buf % (uintptr_t)v->itemsize) == 0;
@@ -26,8 +26,9 @@ static int real_view(PyObject *obj, Py_buffer *v, int ndim, int writable, int *f
 }
 
 /* moments(threads, x, mean, scatter, segment, block, path=-1, openmp=False) -> bool:
- * mean (C,) and scatter (C, C) = (x - mean)^T (x - mean) of the rows of x (M, C), or of
- * the N·P pixel vectors of channels-first images x (N, C, P); float32 or float64, any
+ * mean (C,) and scatter (C, C) = (x - mean)^T (x - mean) of the rows of x (M, C), of
+ * the N·P pixel vectors of channels-first images x (N, C, P), or of the N·H·P ones of
+ * x (N, H, C, P) (rows of P pixels, such as a crop's); float32 or float64, any
  * non-negative strides; mean and scatter float64, unit stride along their last axis.
  * segment: rows that share a shift; block: rows packed at a time. path: -1 the kernels'
  * instruction set, 0 portable C, 1 AVX2, 2 AVX-512 (False if this CPU lacks it). */
@@ -59,15 +60,19 @@ PyObject *pw_py_moments(PyObject *self, PyObject *args) {
         Py_RETURN_FALSE;
     }
     const Py_ssize_t *sh = v[0].shape, *st = v[0].strides, e = v[0].itemsize;
-    const int images = v[0].ndim == 3;  /* (N, C, P): row m is pixel m % P of image m / P */
-    const idx C = sh[1], P = images ? sh[2] : sh[0], M = images ? sh[0] * P : P;
+    /* (M, C); (N, C, P): row m is pixel m % P of image m / P; (N, H, C, P): the N·H runs
+     * of P pixels of channels-last images (a crop: x.transpose(0, 1, 3, 2)) */
+    const int nd = v[0].ndim, c_at = nd == 4 ? 2 : 1;
+    const idx C = sh[c_at], P = nd == 2 ? sh[0] : sh[nd - 1], H = nd == 4 ? sh[1] : 1;
+    const idx M = nd == 2 ? P : sh[0] * H * P;
     if (v[1].shape[0] == C && v[1].strides[0] == 8 && v[2].shape[0] == C && v[2].shape[1] == C &&
         v[2].strides[1] == 8 && !pw_overlaps(v, 3, 1) && !pw_overlaps(v, 3, 2)) {
         const long long macs = (long long)M * C * (C + 1) / 2;
         const int parts = threads > 1 ? threads : 1;  /* at most: pw_run_released may use 1 */
         double *work = malloc(sizeof(double) * (size_t)(pw_moments_work(C) * parts));
-        moments_job j = {path, f64, M, C, (images ? st[2] : st[0]) / e, st[1] / e, P,
-                         images ? st[0] / e : 0, v[0].buf, segment, block, work, 0, 1};
+        moments_job j = {path, f64, M, C, st[nd == 2 ? 0 : nd - 1] / e, st[c_at] / e, P,
+                         nd == 2 ? 0 : st[0] / e, H, nd == 4 ? st[1] / e : 0, v[0].buf,
+                         segment, block, work, 0, 1};
         ok = work == NULL ? -1
                           : pw_run_released(pw_moments_part, &j, macs, parts, &j.failed, openmp);
         if (ok > 0) pw_moments_reduce(&j, atomic_load(&j.parts), v[1].buf, v[2].buf, v[2].strides[0] / 8);

@@ -210,13 +210,14 @@ static void triangle(int path, idx n, idx Q, const double *P, double *S, idx lds
     }
 }
 
-/* Pack rows [b, b + n) of the job's X, image by image. */
+/* Pack rows [b, b + n) of the job's X, run by run (an image, or a row of one). */
 static void pack(const moments_job *j, idx b, idx n, const double *shift, double *P, double *t) {
     const size_t size = j->f64 ? sizeof(double) : sizeof(float);
     const idx ps = n * PW;
     for (idx r = 0; r < n;) {
-        const idx m = b + r, image = m / j->P, i = m % j->P, len = min_i(n - r, j->P - i);
-        const void *x = (const char *)j->X + (size_t)(image * j->sn + i * j->sm) * size;
+        const idx m = b + r, run = m / j->P, i = m % j->P, len = min_i(n - r, j->P - i);
+        const idx at = run / j->H * j->sn + run % j->H * j->sh + i * j->sm;
+        const void *x = (const char *)j->X + (size_t)at * size;
         double *p = P + r * PW;
         if (j->path == PW_MOMENTS_AVX512 && j->sc == 1)
             pack512(x, j->f64, j->sm, len, j->C, shift, p, ps, t);

@@ -270,14 +270,15 @@ int pw_openmp_bound(void);
 void pw_run_parts_openmp(part_fn fn, void *arg, int parts);
 void pw_run_parts_openmp_all(part_fn fn, void *arg, int parts);
 /* moments.c: the mean mu = 1^T X / M and scatter S = (X - mu)^T (X - mu) of the M rows of
- * X (M x C, float32 or float64; row m = (m / P, m % P): image m / P, sn elements apart,
- * row m % P in it, rows sm and channels sc apart), in float64, a shift per segment of rows. Part p works in work + p * pw_moments_work(C);
- * pw_moments_reduce merges the parts. */
+ * X (M x C, float32 or float64; row m is row m % P of run m / P, run r at (r / H) * sn +
+ * (r % H) * sh elements, its rows sm and channels sc apart), in float64, a shift per
+ * segment of rows. Part p works in work + p * pw_moments_work(C); pw_moments_reduce merges
+ * the parts. */
 enum { PW_MOMENTS_C = 0, PW_MOMENTS_AVX2 = 1, PW_MOMENTS_AVX512 = 2 };
 typedef struct {
     int path;            /* PW_MOMENTS_*: the micro-kernel */
     int f64;             /* X is float64 (else float32) */
-    idx M, C, sm, sc, P, sn;
+    idx M, C, sm, sc, P, sn, H, sh;  /* H >= 1 runs sh apart per sn */
     const void *X;
     idx segment, block;  /* rows that share a shift; rows packed at a time */
     double *work;
