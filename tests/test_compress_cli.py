@@ -68,6 +68,7 @@ def test_report_counts_and_refusals(checkpoint, tmp_path, capsys):
     assert result.macs[0] - result.macs[1] == r.macs_before - r.macs_after  # only 1×1s change
     asymmetric = compress_checkpoint(checkpoint, energy=0.5, asymmetric=True)
     assert asymmetric.report.ranks == r.ranks and asymmetric.macs == result.macs
+    assert asymmetric.to_dict()["asymmetric"] and not result.to_dict()["asymmetric"]
     model, _ = load_model(checkpoint)
     assert result.params[0] == sum(p.numel() for p in model.parameters())
     out = tmp_path / "c"

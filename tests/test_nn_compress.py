@@ -257,6 +257,7 @@ def test_asymmetric_fit_is_the_reduced_rank_regression_on_the_compressed_inputs(
     plain, report = compress(model, x, rank=5)
     small, again = compress(model, x, rank=5, asymmetric=True)
     assert again.ranks == report.ranks == {"0": 5, "1": 5}
+    assert "48 images (asymmetric); 1×1 MACs" in str(again) and "(asymmetric)" not in str(report)
     assert again.macs_after == report.macs_after
     for key in ("reduce.weight", "reduce.bias", "expand.weight", "expand.bias"):
         torch.testing.assert_close(small[0].state_dict()[key], plain[0].state_dict()[key],

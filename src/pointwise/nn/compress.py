@@ -128,7 +128,7 @@ def compress(
     model, converted = convert(model, fold_all=False, inplace=True)
     targets = _select(model, layers)
     moments, sizes = _collect(model, targets, data, batch_size)
-    report = CompressReport(folded=list(converted.folded))
+    report = CompressReport(folded=list(converted.folded), asymmetric=asymmetric)
     new: dict[int, nn.Module] = {}
     for name, conv in targets:
         entry, pair = _fit(name, conv, moments[id(conv)], sizes[id(conv)], energy, rank)

@@ -121,11 +121,13 @@ class LayerCompression:
 @dataclass
 class CompressReport:
     """What :func:`pointwise.nn.compress` did: the layers (in model order) and the
-    BatchNorms it folded first (``(conv, batchnorm)``), and the images it fitted on."""
+    BatchNorms it folded first (``(conv, batchnorm)``), the images it fitted on, and whether
+    the pairs were refitted to the compressed model's inputs (``asymmetric``)."""
 
     layers: list[LayerCompression] = field(default_factory=list)
     folded: list[tuple[str, str]] = field(default_factory=list)
     images: int = 0
+    asymmetric: bool = False
 
     @property
     def ranks(self) -> dict[str, int]:
@@ -145,7 +147,8 @@ class CompressReport:
         saved = 1 - self.macs_after / self.macs_before if self.macs_before else 0.0
         lines = [f"compress: {sum(la.replaced for la in self.layers)} of {len(self.layers)} "
                  f"1×1 convs replaced, {len(self.folded)} BatchNorm folded, fitted on "
-                 f"{self.images} images; 1×1 MACs per image {self.macs_before:,} -> "
+                 f"{self.images} images{' (asymmetric)' if self.asymmetric else ''}; "
+                 f"1×1 MACs per image {self.macs_before:,} -> "
                  f"{self.macs_after:,} ({100 * saved:.1f}% fewer)"]
         width = max([5, *(len(la.name) for la in self.layers)])
         lines.append(f"  {'layer':<{width}}  {'C -> k -> F':>15}  {'energy':>8}  "

@@ -56,7 +56,8 @@ class CheckpointCompression:
         r = self.report
         return {
             "source": str(self.source), "model": self.model, "data": self.data,
-            "images": r.images, "path": None if self.path is None else str(self.path),
+            "images": r.images, "asymmetric": r.asymmetric,
+            "path": None if self.path is None else str(self.path),
             "macs_1x1": [r.macs_before, r.macs_after], "macs": list(self.macs),
             "params": list(self.params), "accuracy": list(self.accuracy),
             "correct": list(self.correct), "test_images": self.total,
