@@ -26,6 +26,7 @@ from torch import nn
 
 from pointwise.models.registry import register_model
 from pointwise.nn import Conv1x1, Conv2d
+from pointwise.nn._shortcut import into_residual, may_consume, quiet
 from pointwise.nn.convert import FUSABLE
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet"]
@@ -71,6 +72,17 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))  # (N, F, H/s, W/s)
         out = self.bn2(self.conv2(out))
         return self.relu(out + identity)
+
+    @property
+    def consumes(self) -> bool:
+        """Whether :meth:`consume` may run: the shortcut and activations fused."""
+        return self.shortcut_fused
+
+    def consume(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` for a caller that gives ``x`` up, once the shortcut is fused: the
+        output may be written over the shortcut (``x``, or the downsampled ``x``)."""
+        identity = x if self.downsample is None else self.downsample(x)  # (N, F, H/s, W/s)
+        return into_residual(self.conv2, self.conv1(x), identity)  # (N, F, H/s, W/s)
 
     def fuse_shortcut(self) -> str | None:
         """Let ``conv1`` apply the block's activation and ``conv2`` add the shortcut and
@@ -129,6 +141,19 @@ class Bottleneck(nn.Module):
             return self.conv3(out, residual=identity)  # (N, 4P, H/s, W/s)
         out = self.bn3(self.conv3(out))  # (N, 4P, H/s, W/s)
         return self.relu(out + identity)
+
+    @property
+    def consumes(self) -> bool:
+        """Whether :meth:`consume` may run: every activation and the shortcut fused."""
+        return self.activations_fused
+
+    def consume(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` for a caller that gives ``x`` up, once every activation and the
+        shortcut are fused: the output may be written over the shortcut (``x``, or the
+        downsampled ``x``)."""
+        identity = x if self.downsample is None else self.downsample(x)  # (N, 4P, H/s, W/s)
+        out = self.conv2(self.conv1(x))  # (N, P, H/s, W/s)
+        return into_residual(self.conv3, out, identity)  # (N, 4P, H/s, W/s)
 
     def fuse_shortcut(self) -> str | None:
         """Let ``conv3`` add the shortcut and apply the block's activation in its epilogue.
@@ -213,12 +238,38 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
-        x = self.layer1(x)  # (N, 64e, H/4, W/4), e = block.expansion
-        x = self.layer2(x)  # (N, 128e, H/8, W/8)
-        x = self.layer3(x)  # (N, 256e, H/16, W/16)
-        x = self.layer4(x)  # (N, 512e, H/32, W/32)
+        if may_consume(x):  # inference: blocks may write over shortcuts only they hold
+            x = self._stages_consuming(x)  # (N, 512e, H/32, W/32)
+        else:
+            x = self.layer1(x)  # (N, 64e, H/4, W/4), e = block.expansion
+            x = self.layer2(x)  # (N, 128e, H/8, W/8)
+            x = self.layer3(x)  # (N, 256e, H/16, W/16)
+            x = self.layer4(x)  # (N, 512e, H/32, W/32)
         x = torch.flatten(self.avgpool(x), 1)  # (N, 512e)
         return self.fc(x)  # (N, num_classes)
+
+
+    def _stages_consuming(self, x: torch.Tensor) -> torch.Tensor:
+        """The four stages on ``x``, which this forward made, each block whose shortcut is
+        fused writing its output over the shortcut (:mod:`pointwise.nn._shortcut`) where no
+        hook can see that tensor: the block's input is kept where a hook saw it made."""
+        seen = not quiet(self.maxpool)  # whether a hook could hold x
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            if not quiet(stage):
+                x, seen = stage(x), True
+                continue
+            blocks: list[Any] = list(stage)  # BasicBlock or Bottleneck
+            for b in blocks:
+                own = b.downsample is not None  # the shortcut is downsample(x), made here
+                if (getattr(b, "consumes", False) and quiet(b) and quiet(b.conv1)
+                        and (not own or all(quiet(m) for m in b.downsample.modules()))
+                        and (own or not seen)):
+                    x = b.consume(x)  # its output: from its last conv, seen by its hooks
+                    seen = not quiet(b) or not quiet(getattr(b, "conv3", b.conv2))
+                else:
+                    x = b(x)
+                    seen = not all(quiet(m) for m in b.modules())
+        return x
 
 
 def _resnet(block: type[BasicBlock | Bottleneck], layers: tuple[int, ...],

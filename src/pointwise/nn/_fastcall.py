@@ -60,9 +60,12 @@ def _key(m: Any, x: torch.Tensor, r: torch.Tensor | None = None) -> tuple:
             None if r is None else (type(r), r.shape, r.stride(), r.dtype, r.device))
 
 
-def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor | None:
+def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None = None,
+         into: bool = False) -> torch.Tensor | None:
     """``m(x, residual)`` by ``m``'s plan for them, or None: no plan yet, or one that can't
-    run."""
+    run. ``into``: the caller gives up ``residual``, and a plan on the channels-last kernels
+    writes the output over it (then the residual's memory is where the sums start: one
+    stream to memory fewer) and returns it."""
     p: Plan | None = m.__dict__.get("_plan")
     w, b, r = m.weight, m.bias, residual
     if p is None or not p.kind or (r is not None and not isinstance(r, torch.Tensor)) or (
@@ -83,15 +86,17 @@ def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch
     team = torch.get_num_threads()
     kernels = _native._kernel
     assert kernels is not None  # a rows or cols plan is made only where they run
+    # (N, Ho, Wo, F): the residual's memory, or None for a fresh output
+    dest = r.permute(0, 2, 3, 1) if into and r is not None and _nt.apart(x, r) else None
     if p.kind == "rows":
         ldx, grid, ldw, rows, c = p.dims
-        y = _nt.BUFFERS.empty((n, ho, wo, f))  # (N, Ho, Wo, F)
+        y = _nt.BUFFERS.empty((n, ho, wo, f)) if dest is None else dest  # (N, Ho, Wo, F)
         ok = kernels.rows_at(team, True, p.act, xa, ldx, grid, wa, ldw, True, y.data_ptr(),
                              f, ba, rows, c, f, ra, f)
         y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
     elif p.kind == "taps":
         xdims, wstrides, geometry = p.dims
-        y = _nt.BUFFERS.empty((n, ho, wo, f))  # (N, Ho, Wo, F)
+        y = _nt.BUFFERS.empty((n, ho, wo, f)) if dest is None else dest  # (N, Ho, Wo, F)
         ok = kernels.taps_at(team, True, p.act, xa, xdims, wa, wstrides, f, y.data_ptr(), f,
                              ba, ra, f, geometry)
         y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last

@@ -53,10 +53,12 @@ def _key(m: Any, x: torch.Tensor, r: torch.Tensor | None = None) -> tuple:
             None if r is None else (type(r), r.shape, r.stride(), r.dtype, r.device))
 
 
-def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor | None:
+def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None,
+         into: bool = False) -> torch.Tensor | None:
     """``m(x, residual)`` by ``m``'s plan for them, or None: no plan yet, or one that can't
     run. The caller has checked that no gradient, autocast, tracing or forward-mode AD is
-    involved."""
+    involved. ``into``: the caller gives up ``residual``, and the output is written over it
+    (see :func:`pointwise.nn._fastcall.call`)."""
     p: Plan | None = m.__dict__.get("_plan")
     if p is None or not p.kind or p.key != _key(m, x, residual):
         return None
@@ -69,7 +71,9 @@ def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor
     n, f, ho, wo = p.out
     kernels = _native._kernel
     assert kernels is not None  # a taps plan is made only where they run
-    y = _nt.BUFFERS.empty((n, ho, wo, f))  # (N, Ho, Wo, F)
+    # (N, Ho, Wo, F): the residual's memory, or a fresh output
+    y = (residual.permute(0, 2, 3, 1) if into and residual is not None
+         and _nt.apart(x, residual) else _nt.BUFFERS.empty((n, ho, wo, f)))
     if not kernels.taps_at(torch.get_num_threads(), True, p.act, xa, p.xdims, wa, p.wstrides,
                            f, y.data_ptr(), f, ba, ra, f, p.geometry):
         return None
@@ -120,3 +124,4 @@ def plan(m: Any, x: torch.Tensor, residual: torch.Tensor | None) -> None:
     fused = m.activation in _native.ACTIVATIONS
     act, after = (_native.ACTIVATIONS[m.activation], None) if fused else (0, m.activation)
     m.__dict__["_plan"] = Plan(key, kind, (n, f, ho, wo), act, after, xdims, wstrides, geometry)
+

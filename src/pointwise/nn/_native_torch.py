@@ -112,6 +112,12 @@ class _Buffers:
 BUFFERS = _Buffers()
 
 
+def apart(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` lie in different storages: one may be written while the other
+    is read."""
+    return a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
+
+
 class _NoView(Exception):
     """A tensor whose memory NumPy cannot view."""
 

@@ -50,6 +50,9 @@ static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const flo
     if (NC < NR) NC = NR;
     if (NC > N) NC = N;
     const idx slab = 4 * s->mr * 8;
+    /* R at Y: the output written over the residual, which is then where the sums start */
+    const int into = R != NULL && R == Y && ldr == ldy;
+    if (into) R = NULL;
     float *Bp = pw_scratch(0, (size_t)(kcb * (NC + NR)));
     float *G = grid ? pw_scratch(1, (size_t)(slab * kcb)) : NULL;
     if (Bp == NULL || (grid && G == NULL)) return -1;
@@ -57,7 +60,7 @@ static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const flo
         const idx nc = min_i(N - jc, NC);
         for (idx pc = 0; pc < K; pc += KC) {
             const idx kc = min_i(K - pc, KC);
-            const int first = pc == 0, last = pc + kc >= K;
+            const int first = pc == 0 && !into, last = pc + kc >= K;
             for (idx j = 0; j < nc; j += NR) {
                 const int nr = (int)min_i(nc - j, NR);
                 const int width = (nr + vw - 1) / vw * vw;

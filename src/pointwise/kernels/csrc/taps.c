@@ -153,6 +153,9 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
             if (pw_taps_pack_panel(p, jc, own + (jc - f0) * K) != 0) return -1;
     }
     const idx wf0 = p != NULL && slabs ? f0 : 0;  /* panel jc at Wp + (jc - wf0) * K */
+    /* R at Y: the output written over the residual, which is then where the sums start */
+    const int into = j->R != NULL && j->R == j->Y && j->ldr == j->ldy;
+    const float *R = into ? NULL : j->R;
     for (idx ma = m0, mb; ma < m1; ma = mb) {
         mb = ma;
         for (int t = 0; mb < m1 && (!slabs || t < SLAB_TILES); t++)
@@ -166,7 +169,8 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
                 const idx t1 = min_i(T, t0 + TG);
                 for (idx c0 = 0; c0 < KT; c0 += CB) {
                     const idx kc = min_i(KT - c0, CB);
-                    const int first = t0 == 0 && c0 == 0, last = t1 == T && c0 + kc == KT;
+                    const int first = t0 == 0 && c0 == 0 && !into;
+                    const int last = t1 == T && c0 + kc == KT;
                     const float *B = panel + (t0 * KT + c0) * width;
                     idx ldbt = KT * width;
                     if (blockwise) {  /* tap t's kc rows at own + (t - t0) * kc * width */
@@ -199,7 +203,7 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
                         kern(t1 - t0, kc, P, c0, full * j->sx * j->sw, B, width, ldbt,
                              j->Y + m * j->ldy + jc,
                              j->ldy, mr, nr, first, last, j->bias ? j->bias + jc : NULL,
-                             j->R ? j->R + m * j->ldr + jc : NULL, j->ldr, j->act);
+                             R ? R + m * j->ldr + jc : NULL, j->ldr, j->act);
                         m += mr;
                     }
                 }
