@@ -150,6 +150,31 @@ def test_quick_burst_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "flagged" in printed and "÷ steady" in printed
 
 
+def test_machine_burst_follows_pointwise_in_the_same_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pointwise.bench.suites import burst
+
+    log: list[str] = []
+    monkeypatch.setattr(burst.time, "sleep", lambda s: log.append(f"sleep {s:g}"))
+
+    def impl(name: str, library: str) -> harness.Impl:
+        return harness.Impl(name, library, "NHWC", library, lambda: log.append(name),
+                            lambda y: 0.0, ok=True)
+
+    ours, numpy = impl("pointwise", "pointwise"), impl("numpy matmul", "numpy")
+    machine = impl(burst.MACHINE, "machine")
+    special = {burst.MACHINE: lambda calls: (log.append("machine burst"), [1.0] * calls)[1]}
+    out, _ = burst._bursts([ours, numpy, machine], 2, 0.3, special)
+    assert all(len(out[n]) == 2 for n in ("pointwise", "numpy matmul", burst.MACHINE))
+    steps = [e for i, e in enumerate(log) if i == 0 or e != log[i - 1]]  # runs of calls as one
+    pair = ["sleep 0.3", "pointwise", f"sleep {burst.ADJACENT_S:g}", "machine burst"]
+    assert steps == [*pair, "sleep 0.3", "numpy matmul", "sleep 0.3", "numpy matmul", *pair]
+    log.clear()  # without pointwise the machine's burst gets its own idle
+    burst._bursts([numpy, machine], 1, 0.3, special)
+    assert [e for e in log if e.startswith(("sleep", "machine"))] == [
+        "sleep 0.3", "sleep 0.3", "machine burst"]
+
+
 def test_burst_report_marks_every_flagged_round() -> None:
     from pointwise.bench.suites import burst
 
@@ -162,7 +187,7 @@ def test_burst_report_marks_every_flagged_round() -> None:
     assert "waited for a CPU" in out and "12.5" in out
     assert "waited for a CPU" not in burst.text([{**row, "waited_ms": [0.0, 0.2, 0.0]}])
     out = burst.text([{**row, "vs_machine": [0.95, 0.62, 1.0]}])
-    assert "÷ the machine in the same round" in out and "(min 0.62)" in out
+    assert "÷ the machine, timed right after" in out and "(min 0.62)" in out
     inter = {"problem": "p | interleaved", "mode": "interleaved", "impl": "pointwise",
              "verified": True, "flops": 1e8, "rounds_gflops": [80.0, 99.0],
              "steady_gflops": 100.0, "vs_steady": [0.8, 0.99], "flagged": [0],
