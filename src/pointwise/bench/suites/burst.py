@@ -26,9 +26,10 @@ Two yardsticks separate the machine's slowness from ours:
   beat them, and pointwise ÷ the machine in the same round says how much of a slow round
   is ours;
 * the **cold** steady state of the interleaved pattern: the warm loop's median again, each
-  call after a walk of twice the last-level cache. The other libraries' calls evict a
-  memory-bound call's data, which the warm steady state kept in cache; ``÷ cold`` shows
-  how much of a flagged round is that eviction rather than threads.
+  call after a walk of twice the last-level cache. The other libraries' calls evict the
+  data the warm steady state kept in cache; the walk takes milliseconds, so the threads
+  that run the call have also gone idle, as between a script's calls. ``÷ cold`` shows how
+  much of a flagged round a call after any such pause loses too.
 
 Every output is verified against a float64 reference before anything is timed. A burst
 during which the calling thread waited for a CPU (another process had it) shows that wait.
