@@ -4,9 +4,6 @@ general path."""
 
 from __future__ import annotations
 
-import copy
-import pickle
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +11,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+from plans import check_copies_and_pickles, spy_at  # noqa: E402
 from pointwise.nn import Conv1x1, _fastcall  # noqa: E402
 from pointwise.nn import _native_torch as NT  # noqa: E402
 
@@ -55,11 +53,7 @@ def test_planned_calls_match_torch(n, c, f, h, stride, padding, cl, bias, act, s
 def test_batch_1_calls_run_on_the_kernels_by_address(monkeypatch, fmt, stride, kind):
     m = Conv1x1(64, 64, stride=stride, activation="relu").eval()
     x = torch.randn(1, 64, 32, 32).contiguous(memory_format=fmt)
-    seen = []
-    for name in ("rows_at", "cols_at"):
-        real = getattr(NT._native._kernel, name)
-        monkeypatch.setattr(NT._native._kernel, name,
-                            lambda *a, real=real, name=name: seen.append(name) or real(*a))
+    seen = spy_at(monkeypatch, "rows_at", "cols_at")
     with torch.no_grad():
         m(x)
         assert seen == [] and m._plan.kind == kind  # the first call: the general path
@@ -106,14 +100,7 @@ def test_calls_a_plan_cannot_run_take_the_general_path():
 def test_a_module_with_a_plan_copies_and_pickles():
     m = Conv1x1(16, 32).eval()
     x = torch.randn(1, 16, 16, 16).contiguous(memory_format=CL)
-    with torch.no_grad():
-        m(x)
-        m(x)
-        for other in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
-            other.weight.data.mul_(-1)  # its own weight, not m's
-            torch.testing.assert_close(other(x).double(), expected(other, x), rtol=1e-5,
-                                       atol=1e-5)
-        torch.testing.assert_close(m(x).double(), expected(m, x), rtol=1e-5, atol=1e-5)
+    check_copies_and_pickles(m, x, expected)
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
@@ -163,11 +150,7 @@ def test_calls_with_a_residual_run_on_the_kernels_by_address(monkeypatch, c, str
     x = torch.randn(1, c, 13, 13).contiguous(memory_format=CL)
     ho = 7 if stride == 2 else 13
     r = torch.randn(1, 512, ho, ho).contiguous(memory_format=CL)
-    seen = []
-    for name in ("rows_at", "taps_at"):
-        real = getattr(NT._native._kernel, name)
-        monkeypatch.setattr(NT._native._kernel, name,
-                            lambda *a, real=real, name=name: seen.append(name) or real(*a))
+    seen = spy_at(monkeypatch, "rows_at", "taps_at")
     with torch.no_grad():
         m(x, residual=r)
         assert seen == [] and m._plan.kind == kind  # the first call: the general path

@@ -4,9 +4,6 @@ every call a plan cannot run left to the general path."""
 
 from __future__ import annotations
 
-import copy
-import pickle
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +11,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+from plans import check_copies_and_pickles  # noqa: E402
 from pointwise.nn import Conv2d, _fasttaps, _native_taps  # noqa: E402
 from pointwise.nn import _native_torch as NT  # noqa: E402
 
@@ -158,11 +156,4 @@ def test_a_module_with_a_plan_copies_and_pickles():
     m = Conv2d(16, 32, 3, padding=1).eval()
     x = torch.randn(1, 16, 16, 16).contiguous(memory_format=CL)
     assert _native_taps.NATIVE_MIN_MACS <= 16 * 16 * 9 * 16 * 32  # on the kernels
-    with torch.no_grad():
-        m(x)
-        m(x)
-        for other in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
-            other.weight.data.mul_(-1)  # its own weight, not m's
-            torch.testing.assert_close(other(x).double(), expected(other, x), rtol=1e-5,
-                                       atol=1e-5)
-        torch.testing.assert_close(m(x).double(), expected(m, x), rtol=1e-5, atol=1e-5)
+    check_copies_and_pickles(m, x, expected)

@@ -75,11 +75,10 @@ def call(m: Any, x: torch.Tensor) -> torch.Tensor | None:
         return None
     if _is_graph_capture() or _forward_ad() or p.key != _key(x, ts):
         return None
-    try:
-        xa = x.data_ptr()
-        we, be, wd, bd, wp, bp = (0 if t is None else t.data_ptr() for t in ts)
-    except RuntimeError:  # torch.func's tensors have no memory of their own
+    ptrs = _nt.addresses(x, *ts)
+    if ptrs is None:
         return None
+    xa, we, be, wd, bd, wp, bp = ptrs
     n, ho, wo, f = p.out
     y = _nt.BUFFERS.empty((n, ho, wo, f))  # (N, Ho, Wo, F)
     kernels = _native._kernel

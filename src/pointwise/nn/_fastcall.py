@@ -77,11 +77,10 @@ def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None = None,
         return None
     if p.kind == "run":
         return _run(p.kernel, x, w, b, m.stride, m.padding, m.groups, m.activation, r)
-    try:
-        xa, wa, ba = x.data_ptr(), w.data_ptr(), 0 if b is None else b.data_ptr()
-        ra = 0 if r is None else r.data_ptr()
-    except RuntimeError:  # torch.func's tensors have no memory of their own
+    ptrs = _nt.addresses(x, w, b, r)
+    if ptrs is None:
         return None
+    xa, wa, ba, ra = ptrs
     n, f, ho, wo = p.out
     team = torch.get_num_threads()
     kernels = _native._kernel
@@ -123,11 +122,7 @@ def plan(m: Any, x: torch.Tensor, residual: torch.Tensor | None = None) -> None:
     old: Plan | None = m.__dict__.get("_plan")
     if old is not None and old.key == key:
         return
-    try:
-        x.data_ptr()
-        if r is not None:
-            r.data_ptr()
-    except RuntimeError:
+    if _nt.addresses(x, r) is None:  # torch.func's tensors: no plan
         return
     n, c, h, wd = x.shape
     f = w.shape[0]

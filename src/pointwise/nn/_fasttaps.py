@@ -62,12 +62,10 @@ def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None,
     p: Plan | None = m.__dict__.get("_plan")
     if p is None or not p.kind or p.key != _key(m, x, residual):
         return None
-    w, b = m.weight, m.bias
-    try:
-        xa, wa, ba = x.data_ptr(), w.data_ptr(), 0 if b is None else b.data_ptr()
-        ra = 0 if residual is None else residual.data_ptr()
-    except RuntimeError:  # torch.func's tensors have no memory of their own
+    ptrs = _nt.addresses(x, m.weight, m.bias, residual)
+    if ptrs is None:
         return None
+    xa, wa, ba, ra = ptrs
     n, f, ho, wo = p.out
     kernels = _native._kernel
     assert kernels is not None  # a taps plan is made only where they run
@@ -111,11 +109,7 @@ def plan(m: Any, x: torch.Tensor, residual: torch.Tensor | None) -> None:
             and m.padding_mode == "zeros" and ho > 0 and wo > 0 and x.numel() > 0
             and n * ho * wo * kh * kw * c * f >= _native_taps.NATIVE_MIN_MACS
             and _nt.available()):
-        try:
-            x.data_ptr()
-            if r is not None:
-                r.data_ptr()
-        except RuntimeError:
+        if _nt.addresses(x, r) is None:  # torch.func's tensors: no plan
             return
         kind, xdims = "taps", (n, h, wd, c, sn, sh, sw)
         wf, wc, wi, wj = w.stride()  # (F, C, kh, kw) read through its (kh, kw, C, F) view

@@ -118,6 +118,15 @@ def apart(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr()
 
 
+def addresses(*ts: torch.Tensor | None) -> tuple[int, ...] | None:
+    """The data pointers of ``ts`` (0 for None) for the kernels' by-address entries, or None
+    when one has no memory of its own (torch.func's tensors)."""
+    try:
+        return tuple(0 if t is None else t.data_ptr() for t in ts)
+    except RuntimeError:
+        return None
+
+
 class _NoView(Exception):
     """A tensor whose memory NumPy cannot view."""
 
