@@ -11,6 +11,9 @@
   k×k one with one group for ``Conv2d``), folding a
   following BatchNorm and fusing a following activation where that is provably safe;
   :func:`to_conv2d` swaps them back, for torch alone.
+* :func:`freeze` (``convert(..., freeze=True)``) — the converted convs read their weights
+  packed once, as an inference engine does, instead of packing them on every call;
+  :func:`refresh` and :func:`thaw` undo it.
 * :class:`FusedInvertedResidual`, :class:`FusedDepthwiseSeparable` — MobileNet's blocks
   in one pass (:func:`pointwise.inverted_residual`), which :func:`convert` swaps in.
 * :func:`compress` — replaces each 1×1 conv by a rank-k pair (:class:`LowRankConv1x1`)
@@ -24,11 +27,12 @@ from pointwise.nn.blocks import FusedDepthwiseSeparable, FusedInvertedResidual
 from pointwise.nn.compress import compress, compress_structure
 from pointwise.nn.conv2d import Conv2d
 from pointwise.nn.convert import ConvertReport, convert, to_conv2d
+from pointwise.nn.frozen import freeze, refresh, thaw
 from pointwise.nn.lowrank import LowRankConv1x1
 from pointwise.nn.module import Conv1x1
 from pointwise.nn.report import CompressReport, LayerCompression
 
 __all__ = ["CompressReport", "Conv1x1", "Conv2d", "ConvertReport", "FusedDepthwiseSeparable",
            "FusedInvertedResidual", "LayerCompression",
-           "LowRankConv1x1", "compress", "compress_structure", "convert", "functional",
-           "to_conv2d"]
+           "LowRankConv1x1", "compress", "compress_structure", "convert", "freeze",
+           "functional", "refresh", "thaw", "to_conv2d"]

@@ -27,6 +27,7 @@ import torch
 
 from pointwise.kernels import native as _native
 from pointwise.nn import _native_torch as _nt
+from pointwise.nn import frozen
 from pointwise.nn.kernels import _activate, _forward_ad, _is_graph_capture, _run, choose_kernel
 
 __all__ = ["Plan", "call", "plan"]
@@ -96,8 +97,9 @@ def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None = None,
     elif p.kind == "taps":
         xdims, wstrides, geometry = p.dims
         y = _nt.BUFFERS.empty((n, ho, wo, f)) if dest is None else dest  # (N, Ho, Wo, F)
-        ok = kernels.taps_at(team, True, p.act, xa, xdims, wa, wstrides, f, y.data_ptr(), f,
-                             ba, ra, f, geometry)
+        wp = frozen.packed(m)  # held while the kernels read it
+        ok = kernels.taps_at(team, True, p.act, xa, xdims, wa if wp is None else wp.address,
+                             wstrides, f, y.data_ptr(), f, ba, ra, f, geometry, wp is not None)
         y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
     else:
         ldw, xn, xc, c = p.dims

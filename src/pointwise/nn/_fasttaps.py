@@ -24,7 +24,7 @@ import torch
 
 from pointwise.kernels import native as _native
 from pointwise.layout2d import conv2d_output_size
-from pointwise.nn import _native_taps
+from pointwise.nn import _native_taps, frozen
 from pointwise.nn import _native_torch as _nt
 from pointwise.nn.kernels import _activate
 
@@ -72,8 +72,10 @@ def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None,
     # (N, Ho, Wo, F): the residual's memory, or a fresh output
     y = (residual.permute(0, 2, 3, 1) if into and residual is not None
          and _nt.apart(x, residual) else _nt.BUFFERS.empty((n, ho, wo, f)))
-    if not kernels.taps_at(torch.get_num_threads(), True, p.act, xa, p.xdims, wa, p.wstrides,
-                           f, y.data_ptr(), f, ba, ra, f, p.geometry):
+    wp = frozen.packed(m)  # held while the kernels read it
+    if not kernels.taps_at(torch.get_num_threads(), True, p.act, xa, p.xdims,
+                           wa if wp is None else wp.address, p.wstrides, f, y.data_ptr(),
+                           f, ba, ra, f, p.geometry, wp is not None):
         return None
     y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
     return y4 if p.after is None else _activate(y4, p.after)

@@ -51,6 +51,7 @@ from collections import Counter
 import torch
 from torch import nn
 
+from pointwise.nn import frozen
 from pointwise.nn._chains import FUSABLE, find_chains, hooks, qualified
 from pointwise.nn.blocks import FusedDepthwiseSeparable, FusedInvertedResidual
 from pointwise.nn.conv2d import Conv2d
@@ -70,6 +71,7 @@ def convert(
     kxk: bool = True,
     blocks: bool = True,
     inplace: bool = False,
+    freeze: bool = False,
 ) -> tuple[nn.Module, ConvertReport]:
     """Replace every 1×1 ``nn.Conv2d`` of ``model`` by ``Conv1x1``; fold BN and fuse activations.
 
@@ -89,6 +91,11 @@ def convert(
         blocks: swap each block that offers a fused module (``fused_block()``: the zoo's
             MobileNet blocks) for it, once its BNs are folded and activations fused.
         inplace: modify ``model`` itself instead of a deep copy.
+        freeze: the converted convs read their weights packed once, as an inference
+            engine does, instead of packing them on every call (:func:`pointwise.nn.freeze`:
+            faster at small batches; one more copy of the weights; an edit that torch's
+            version counter does not see, through ``.data`` or a NumPy view, needs
+            :func:`pointwise.nn.refresh`).
 
     Returns:
         ``(converted model, ConvertReport)``. The converted model gives the same eval outputs
@@ -134,6 +141,8 @@ def convert(
         _fuse_shortcuts(model, report)
         if blocks:
             model = _fuse_blocks(model, report)
+    if freeze:
+        frozen.freeze(model)
     return model, report
 
 

@@ -73,21 +73,23 @@ PyObject *pw_py_cols_at(PyObject *self, PyObject *args) {
 }
 
 /* taps_at(threads, openmp, act, x, (N, H, W, C, sn, sh, sw), w, (si, sj, sc, sf), F, y, ldy,
- *         bias, residual, ldr, geometry) -> bool:
+ *         bias, residual, ldr, geometry, packed=0) -> bool:
  * as taps() without packed: x (N, H, W, C), channels unit stride, pixels sn, sh, sw floats
  * apart; w's element (i, j, c, f) at w + i·si + j·sj + c·sc + f·sf (torch's OIHW weight read
  * through its HWIO view, say); y (M, F) rows ldy apart, M = N·Ho·Wo; bias 0 for none;
  * residual (M, F) rows ldr apart, 0 for none; geometry = (KH, KW, sy, sx, py, px, dy, dx,
- * Ho, Wo), py and px the padding at the top and left. */
+ * Ho, Wo), py and px the padding at the top and left. packed: w is taps_pack's layout of
+ * the weight (taps_packed_size(K, F) floats), read as it is; the strides are then unused. */
 PyObject *pw_py_taps_at(PyObject *self, PyObject *args) {
     (void)self;
-    int threads, openmp, act, ok = 0;
+    int threads, openmp, act, packed = 0, ok = 0;
     unsigned long long xa, wa, ya, ba, ra;
     Py_ssize_t x[7], ws[4], F, ldy, ldr, g[10];
-    if (!PyArg_ParseTuple(args, "iiiK(nnnnnnn)K(nnnn)nKnKKn(nnnnnnnnnn)", &threads, &openmp,
+    if (!PyArg_ParseTuple(args, "iiiK(nnnnnnn)K(nnnn)nKnKKn(nnnnnnnnnn)|p", &threads, &openmp,
                           &act, &xa, &x[0], &x[1], &x[2], &x[3], &x[4], &x[5], &x[6], &wa,
                           &ws[0], &ws[1], &ws[2], &ws[3], &F, &ya, &ldy, &ba, &ra, &ldr, &g[0],
-                          &g[1], &g[2], &g[3], &g[4], &g[5], &g[6], &g[7], &g[8], &g[9]))
+                          &g[1], &g[2], &g[3], &g[4], &g[5], &g[6], &g[7], &g[8], &g[9],
+                          &packed))
         return NULL;
     if (!pw_check_options(act, openmp)) return NULL;
     int sizes = x[0] > 0 && x[1] > 0 && x[2] > 0 && x[3] > 0 && F > 0 && ldy >= F;
@@ -103,7 +105,8 @@ PyObject *pw_py_taps_at(PyObject *self, PyObject *args) {
                       g[3], g[4], g[5], g[6], g[7], g[8], g[9], X, W, B, R, R ? ldr : 0,
                       (float *)Y, ldy, act, 0};
         taps_pack_job p = {isa, W, K, F, 0, NULL, g[1], x[3], ws[0], ws[1], ws[2], ws[3], NULL};
-        j.pack = &p;  /* each thread packs the panels it computes, as it goes (taps.c) */
+        /* unless packed, each thread packs the panels it computes, as it goes (taps.c) */
+        if (!packed) j.pack = &p;
         ok = pw_run_released(pw_taps_part, &j, (long long)M * K * F, threads, &j.failed, openmp);
     }
 #else
