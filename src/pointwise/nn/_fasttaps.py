@@ -62,7 +62,9 @@ def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None,
     p: Plan | None = m.__dict__.get("_plan")
     if p is None or not p.kind or p.key != _key(m, x, residual):
         return None
-    ptrs = _nt.addresses(x, m.weight, m.bias, residual)
+    # held until the kernels return: a parametrized weight is a new tensor on each access
+    w, b = m.weight, m.bias
+    ptrs = _nt.addresses(x, w, b, residual)
     if ptrs is None:
         return None
     xa, wa, ba, ra = ptrs
