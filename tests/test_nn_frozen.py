@@ -17,8 +17,16 @@ from torch import nn  # noqa: E402
 
 from plans import check_copies_and_pickles, spy_at  # noqa: E402
 from pointwise.kernels import native as _native  # noqa: E402
-from pointwise.nn import Conv1x1, Conv2d, convert, freeze, frozen, refresh, thaw  # noqa: E402
-from pointwise.nn import _native_taps  # noqa: E402
+from pointwise.nn import (  # noqa: E402
+    Conv1x1,
+    Conv2d,
+    _native_taps,
+    convert,
+    freeze,
+    frozen,
+    refresh,
+    thaw,
+)
 from pointwise.nn import _native_torch as NT  # noqa: E402
 
 F = nn.functional
@@ -35,8 +43,9 @@ def expected(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def close(y: torch.Tensor, want: torch.Tensor) -> None:
     """Within float32 rounding of sums of up to 4,608 terms, relative to the output's scale."""
+    y, want = y.detach().double(), want.detach()
     assert y.shape == want.shape
-    err = float((y.detach().double() - want.detach()).abs().max()) if y.numel() else 0.0
+    err = float((y - want).abs().max()) if y.numel() else 0.0
     assert err <= 1e-5 * max(1.0, float(want.abs().max())), err
 
 

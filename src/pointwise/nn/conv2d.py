@@ -50,6 +50,8 @@ class Conv2d(nn.Conv2d):
     """
 
     __jit_ignored_attributes__: ClassVar[list[str]] = ["activation"]
+    #: pointwise.nn.freeze applies: its planned taps calls can read a weight packed once
+    _freezable: ClassVar[bool] = True
 
     def __init__(self, *args: Any, activation: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -75,6 +75,8 @@ class Conv1x1(nn.Module):
     # torch.jit.trace's check fail, and a plan (pointwise.nn._fastcall) is no TorchScript
     # type; forward reads both in Python only.
     __jit_ignored_attributes__: ClassVar[list[str]] = ["activation", "_plan"]
+    #: pointwise.nn.freeze applies: its planned taps calls can read a weight packed once
+    _freezable: ClassVar[bool] = True
 
     def __init__(
         self,

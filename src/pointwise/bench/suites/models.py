@@ -5,6 +5,10 @@ layout, every row gets ``vs_onnxruntime`` and the text ends with a headline nami
 fastest engine per model (:mod:`pointwise.bench.headline`): onnxruntime runs the exported
 NCHW model, so a channels-last row never meets it within its layout.
 
+pointwise runs as ``convert()`` leaves a model (each weight packed on every call, so any
+edit is seen) and as ``convert(freeze=True)`` leaves it (weights packed once, as onnxruntime
+takes them when its session is made: :mod:`pointwise.nn.frozen`).
+
 FLOPs come from :func:`pointwise.analysis.analyze`, which counts with :mod:`pointwise.cost`.
 """
 
@@ -77,6 +81,9 @@ def run_models(names: tuple[str, ...], st: Settings, roofs: dict[str, Any],
         m_cl = copy.deepcopy(eager).to(memory_format=cl)  # type: ignore[call-overload]
         ours, _ = convert(model)
         ours_cl = copy.deepcopy(ours).to(memory_format=cl)  # type: ignore[call-overload]
+        # weights packed once, as onnxruntime reorders its own when the session is made
+        frozen, _ = convert(model, freeze=True)
+        frozen_cl = frozen.to(memory_format=cl)  # type: ignore[call-overload]
 
         def check(y: Any, ref: np.ndarray = ref) -> float:
             return h.rel_err(y.numpy(), ref)
@@ -92,6 +99,8 @@ def run_models(names: tuple[str, ...], st: Settings, roofs: dict[str, Any],
                    check),
             h.Impl("pointwise convert() channels_last", "pointwise", "NHWC", "torch",
                    call(ours_cl, x_cl), check),
+            h.Impl("pointwise convert(freeze=True) channels_last", "pointwise", "NHWC", "torch",
+                   call(frozen_cl, x_cl), check),
         ]
         ort = peers.module("onnxruntime")
         if ort is not None and peers.module("onnx") is not None:
