@@ -98,12 +98,11 @@ def packed(m: nn.Module) -> _Packed | None:
     """``m``'s weight packed for the taps kernels ((F, C, kh, kw) read as HWIO's
     K = kh·kw·C rows; the caller holds what this returns while the kernels read it, as
     another thread may pack a newer copy meanwhile), packed now if the weight moved since;
-    None where
-    ``m`` is not frozen or a packed copy can't be kept (an inference tensor, whose version
-    torch does not count; kernels off)."""
+    None where ``m`` is not frozen or a packed copy can't be kept (an inference tensor, whose
+    version torch does not count; kernels off)."""
     if not is_frozen(m):
         return None
-    w = m.weight
+    w: torch.Tensor = m.weight  # type: ignore[assignment]  # nn.Module's __getattr__
     if w.is_inference() or w.dtype != torch.float32 or w.device.type != "cpu":
         return None
     kernels = _native._kernel
