@@ -414,6 +414,12 @@ static PyMethodDef methods[] = {
      "taps_at(threads, openmp, act, x, (N, H, W, C, sn, sh, sw), w, (si, sj, sc, sf), F, y,\n"
      "ldy, bias, residual, ldr, geometry) -> bool: taps() on operands given by address and\n"
      "strides (in floats); see module_at.c."},
+    {"linear_at", pw_py_linear_at, METH_VARARGS,
+     "linear_at(threads, openmp, x, ldx, w, ldw, y, ldy, bias, N, C, F) -> bool: y (N, F) =\n"
+     "x (N, C) @ w (F, C)^T + bias, w read in place; see module_head.c."},
+    {"mean_at", pw_py_mean_at, METH_VARARGS,
+     "mean_at(threads, openmp, x, (N, H, W, C, sn, sh, sw), y, ldy) -> bool: y (N, C) = the\n"
+     "mean of x (N, H, W, C) over its pixels, in float64; see module_head.c."},
     {"block", pw_py_block, METH_VARARGS,
      "block(threads, x, we, be, wd, bd, wp, bp, y, acts, stride, residual, transposed=False,\n"
      "openmp=False)\n"

@@ -25,6 +25,7 @@
  *   taps.c          the k x k driver (an implicit GEMM over the taps) and its weight packing
  *   transpose.c     transposed copies: weights packed from torch's (F, C) storage
  *   moments.c       the float64 scatter (X - s)^T (X - s) of pixel vectors: its lower triangle
+ *   head.c          a network's head: the global average pool, and x @ W^T + b (W torch's)
  *   depthwise.c     the depthwise 3x3 driver, and its row function the fused blocks share
  *   blocks.c        the fused blocks: expand 1x1, depthwise 3x3, project 1x1 by bands of rows
  *   place.c         where helper threads run: each on a CPU of its own, never the caller's
@@ -35,6 +36,7 @@
  *   module_at.c     ... its entries that take operands by address (pointwise.nn's calls)
  *   module_blocks.c ... its entry for the fused blocks
  *   module_moments.c ... its entry for the scatter of pixel vectors
+ *   module_head.c   ... its entries for the head (by address)
  *
  * Everything but module.c is compiled for x86-64 with GCC or clang only (PW_X86); elsewhere
  * the module loads, reports no instruction set, and declines every call.
@@ -232,6 +234,29 @@ void pw_block_part(void *arg, int part, int parts);
 void pw_block_reduce(const block_job *j);
 int pw_block_splits_channels(const block_job *j, int parts);
 
+/* head.c: Y[n, f] = bias[f] + sum_c X[n, c] W[f, c] for the N rows of X (ldx apart) and the
+ * F rows of W (ldw apart, torch's Linear weight read in place); bias NULL for none. */
+typedef struct {
+    const isa_t *isa;
+    idx N, C, F, ldx, ldw, ldy;
+    const float *X, *W, *bias;
+    float *Y;
+    atomic_int failed;
+} linear_job;
+void pw_linear_part(void *arg, int part, int parts);
+
+/* head.c: Y[n, c] = the mean of X[n, i, j, c] over the H x W pixels of X (N, H, W, C),
+ * channels unit stride, pixels sn, sh, sw floats apart; summed in float64. */
+typedef struct {
+    const isa_t *isa;
+    idx N, H, W, C, sn, sh, sw;
+    const float *X;
+    float *Y;            /* rows ldy apart */
+    idx ldy;
+    atomic_int failed;
+} mean_job;
+void pw_mean_part(void *arg, int part, int parts);
+
 /* transpose.c: d[c * ldd + r] = s[r * lds + c] for r < rows, c < cols */
 void pw_transpose(const float *s, idx lds, idx rows, idx cols, float *d, idx ldd);
 
@@ -312,6 +337,9 @@ PyObject *pw_py_moments(PyObject *self, PyObject *args);
 PyObject *pw_py_rows_at(PyObject *self, PyObject *args);
 PyObject *pw_py_cols_at(PyObject *self, PyObject *args);
 PyObject *pw_py_taps_at(PyObject *self, PyObject *args);
+/* module_head.c */
+PyObject *pw_py_linear_at(PyObject *self, PyObject *args);
+PyObject *pw_py_mean_at(PyObject *self, PyObject *args);
 
 /* microkernels.c (a stub that answers NULL off x86-64): the instruction set a name asks for,
  * "avx512" or "avx2", if this CPU runs it. */
