@@ -201,7 +201,9 @@ V2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96
 
 
 class MobileNetV2(nn.Module):
-    """torchvision's ``MobileNetV2``: ``features`` then ``classifier`` (dropout, linear)."""
+    """torchvision's ``MobileNetV2``: ``features``, ``avgpool``, then ``classifier`` (dropout,
+    linear); torchvision calls the pool as a function, which has no state, so the two load
+    each other's state_dicts."""
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, width_mult: float = 1.0,
                  round_nearest: int = 8, dropout: float = 0.2,
@@ -220,13 +222,15 @@ class MobileNetV2(nn.Module):
                 c = f
         layers.append(ConvNormAct(c, self.last_channel, 1, **kw))
         self.features = nn.Sequential(*layers)
+        # a module where torchvision calls the function, so that convert() can swap it
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.classifier = nn.Sequential(nn.Dropout(dropout),
                                         nn.Linear(self.last_channel, num_classes))
         _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, 1280, H/32, W/32)
-        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, (1, 1)), 1)  # (N, 1280)
+        x = torch.flatten(self.avgpool(x), 1)  # (N, 1280)
         return self.classifier(x)  # (N, num_classes)
 
 
