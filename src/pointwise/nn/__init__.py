@@ -16,6 +16,8 @@
   :func:`refresh` and :func:`thaw` undo it.
 * :class:`FusedInvertedResidual`, :class:`FusedDepthwiseSeparable` — MobileNet's blocks
   in one pass (:func:`pointwise.inverted_residual`), which :func:`convert` swaps in.
+* :class:`Linear`, :class:`GlobalAvgPool2d` — a network's head (``nn.Linear``,
+  ``nn.AdaptiveAvgPool2d((1, 1))``) on the head's kernels, which :func:`convert` swaps in.
 * :func:`compress` — replaces each 1×1 conv by a rank-k pair (:class:`LowRankConv1x1`)
   fitted to its responses on data (PCA, as Zhang, Zou, He and Sun), where that saves MACs.
 
@@ -28,11 +30,12 @@ from pointwise.nn.compress import compress, compress_structure
 from pointwise.nn.conv2d import Conv2d
 from pointwise.nn.convert import ConvertReport, convert, to_conv2d
 from pointwise.nn.frozen import freeze, refresh, thaw
+from pointwise.nn.head import GlobalAvgPool2d, Linear
 from pointwise.nn.lowrank import LowRankConv1x1
 from pointwise.nn.module import Conv1x1
 from pointwise.nn.report import CompressReport, LayerCompression
 
 __all__ = ["CompressReport", "Conv1x1", "Conv2d", "ConvertReport", "FusedDepthwiseSeparable",
-           "FusedInvertedResidual", "LayerCompression",
+           "FusedInvertedResidual", "GlobalAvgPool2d", "LayerCompression", "Linear",
            "LowRankConv1x1", "compress", "compress_structure", "convert", "freeze",
            "functional", "refresh", "thaw", "to_conv2d"]

@@ -32,6 +32,9 @@ What it does, in order:
    ``DepthwiseSeparable`` and ``InvertedResidual``, is replaced by the module it returns
    (:class:`pointwise.nn.FusedDepthwiseSeparable`, :class:`pointwise.nn.FusedInvertedResidual`:
    the whole block in one pass on the fused kernel), or left as it is on None.
+6. **Head** (``head``): every ``nn.Linear`` and global ``nn.AdaptiveAvgPool2d`` becomes a
+   :class:`pointwise.nn.Linear` or :class:`pointwise.nn.GlobalAvgPool2d`: torch's modules,
+   whose inference runs on the head's kernels (:mod:`pointwise.nn.convert_head`).
 
 Steps 2 and 3 fold or fuse a pair only where ``torch.fx``'s data flow proves it direct; how,
 and what that cannot see, is in :mod:`pointwise.nn._chains`.
@@ -55,7 +58,9 @@ from pointwise.nn import frozen
 from pointwise.nn._chains import FUSABLE, find_chains, hooks, qualified
 from pointwise.nn.blocks import FusedDepthwiseSeparable, FusedInvertedResidual
 from pointwise.nn.conv2d import Conv2d
+from pointwise.nn.convert_head import replace_head
 from pointwise.nn.convert_kxk import replace_kxk
+from pointwise.nn.head import GlobalAvgPool2d, Linear
 from pointwise.nn.module import Conv1x1
 from pointwise.nn.report import ConvertReport
 
@@ -70,6 +75,7 @@ def convert(
     fold_all: bool = True,
     kxk: bool = True,
     blocks: bool = True,
+    head: bool = True,
     inplace: bool = False,
     freeze: bool = False,
 ) -> tuple[nn.Module, ConvertReport]:
@@ -90,6 +96,8 @@ def convert(
             BN and activation are then folded and fused as a ``Conv1x1``'s are.
         blocks: swap each block that offers a fused module (``fused_block()``: the zoo's
             MobileNet blocks) for it, once its BNs are folded and activations fused.
+        head: swap every ``nn.Linear`` and ``nn.AdaptiveAvgPool2d((1, 1))`` for
+            :class:`pointwise.nn.Linear` and :class:`pointwise.nn.GlobalAvgPool2d`.
         inplace: modify ``model`` itself instead of a deep copy.
         freeze: the converted convs read their weights packed once, as an inference
             engine does, instead of packing them on every call (:func:`pointwise.nn.freeze`:
@@ -141,6 +149,8 @@ def convert(
         _fuse_shortcuts(model, report)
         if blocks:
             model = _fuse_blocks(model, report)
+    if head:
+        model = replace_head(model, report)
     if freeze:
         frozen.freeze(model)
     return model, report
@@ -151,6 +161,8 @@ def to_conv2d(model: nn.Module, *, inplace: bool = False) -> nn.Module:
 
     A fused block (:class:`pointwise.nn.FusedInvertedResidual` and its sibling) becomes its
     convs as ``nn.Conv2d`` modules with their activations, the input added where it was.
+    The head's :class:`pointwise.nn.Linear` and :class:`pointwise.nn.GlobalAvgPool2d`
+    become torch's ``nn.Linear`` (with the same parameters) and ``nn.AdaptiveAvgPool2d``.
 
     The reference a converted model is measured against (``pointwise bench --suite models``
     times the zoo's models this way as "torch eager"). A ``Conv1x1`` with an activation
@@ -169,7 +181,8 @@ def to_conv2d(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         )
     if not inplace:
         model = copy.deepcopy(model)
-    kinds = (Conv1x1, Conv2d, FusedDepthwiseSeparable, FusedInvertedResidual)
+    kinds = (Conv1x1, Conv2d, FusedDepthwiseSeparable, FusedInvertedResidual, Linear,
+             GlobalAvgPool2d)
     if isinstance(model, kinds):
         return model.to_conv2d()
     new: dict[int, nn.Module] = {}  # a conv held at two places stays one shared module

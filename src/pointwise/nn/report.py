@@ -35,6 +35,8 @@ class ConvertReport:
             (with ``fold_all``): it stays, and now overwrites the conv's output in place.
         shortcuts: ``(block, conv)``: the block's residual addition is now in the conv.
         blocks: the blocks now one fused module (``fused_block()``, MobileNet's).
+        head: ``(module, "nn.Linear -> Linear")`` and the like: the head's modules now on
+            the head's kernels (:mod:`pointwise.nn.head`).
         skipped: ``(module, reason)`` for what was left as it was.
     """
 
@@ -45,6 +47,7 @@ class ConvertReport:
     inplace: list[tuple[str, str]] = field(default_factory=list)
     shortcuts: list[tuple[str, str]] = field(default_factory=list)
     blocks: list[str] = field(default_factory=list)
+    head: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -53,6 +56,7 @@ class ConvertReport:
             f"{len(self.folded)} BatchNorm folded, "
             f"{len(self.fused)} activations fused, {len(self.shortcuts)} shortcuts fused, "
             f"{len(self.skipped)} skipped"
+            + (f", {len(self.head)} head modules replaced" if self.head else "")
         ]
         lines += [f"  replaced  {n}: nn.Conv2d -> Conv1x1" for n in self.replaced]
         lines += [f"  replaced  {n}: nn.Conv2d -> pointwise.nn.Conv2d" for n in self.kxk]
@@ -61,6 +65,7 @@ class ConvertReport:
         lines += [f"  in place  {a} after {c}" for c, a in self.inplace]
         lines += [f"  shortcut  of {b} into {c}" for b, c in self.shortcuts]
         lines += [f"  fused     block {b}" for b in self.blocks]
+        lines += [f"  replaced  {n}: {what}" for n, what in self.head]
         lines += [f"  skipped   {n}: {why}" for n, why in self.skipped]
         return "\n".join(lines)
 
