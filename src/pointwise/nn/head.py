@@ -6,7 +6,9 @@ so its time is the time to stream the weight. torch's ``nn.Linear`` took 0.43–
 converted MobileNet at N=1 where onnxruntime took 0.19–0.21, and its adaptive average pool on
 a channels-last 7×7×1024 map 0.19 ms against 0.018. Both modules here keep torch's module
 (its parameters, state_dict keys, ``repr`` and init) and run float32 CPU inference on the
-kernels (``csrc/head.c``), by address, on torch's OpenMP team:
+kernels (``csrc/head.c``), by address, on torch's OpenMP team. Right after the body, at
+N=1, MobileNetV2's head then took 0.32 ms against torch's 0.62, ResNet-18's 0.25 against
+0.45 (``benchmarks/bench_head.py --suite after-body``):
 
 * :class:`Linear` reads its (F, C) weight where it is, without packing it (no copy of a
   weight outlives a call, so every edit is seen), each thread a share of its rows, as dot
@@ -37,10 +39,10 @@ __all__ = ["LINEAR_MAX_BATCH", "GlobalAvgPool2d", "Linear"]
 
 #: Inputs up to this many rows run on ``linear_at``, larger ones on the rows kernel (a GEMM:
 #: the weight packed per thread, read transposed from torch's storage). 2 threads, medians of
-#: 15 interleaved rounds, warm (``benchmarks/bench_head.py --suite batch``), ms for linear_at /
-#: rows / torch's F.linear: 1280→1000 N=64 1.03 / 1.14 / 1.27, N=96 1.52 / 1.49 / 1.74,
-#: N=128 2.04 / 1.99 / 2.24; 2048→1000 N=96 2.51 / 2.88 / 3.29; 512→1000 N=96 0.60 / 0.67 /
-#: 0.93. At N=16 linear_at took about half the time of either.
+#: 15 interleaved rounds, warm (``benchmarks/bench_head.py --suite batch``, in ``measured/``),
+#: ms for linear_at / rows / torch's F.linear: 1280→1000 N=64 1.03 / 1.14 / 1.27, N=96
+#: 1.52 / 1.49 / 1.74, N=128 2.04 / 1.99 / 2.24; 2048→1000 N=96 2.51 / 2.88 / 3.29; 512→1000
+#: N=96 0.60 / 0.67 / 0.93. At N=16 linear_at took about half the time of either.
 LINEAR_MAX_BATCH = 96
 
 
