@@ -80,6 +80,17 @@ def test_matches_torch(pr, dtype, both_paths):
     assert y.dtype == dtype
 
 
+@pytest.mark.parametrize("k, f, act", [(3, 32, "relu6"), (7, 64, "relu")])
+@pytest.mark.parametrize("n, h", [(0, 15), (1, 7), (3, 15), (1, 113), (1, 225)])
+def test_the_stems_match_torch(k, f, act, n, h, both_paths):
+    # the networks' first convs, 3 channels at stride 2: odd sizes leave a last output
+    # column whose kernel row crosses the right edge, or none
+    rng = np.random.default_rng(h)
+    x, w, b, _ = make(rng, "NHWC", n, h, h, 3, f, k, k, 1, np.float32)
+    y = check_conv2d_against_torch(x, w, b, stride=2, padding=k // 2, activation=act)
+    assert y.shape == (n, (h - 1) // 2 + 1, (h - 1) // 2 + 1, f)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_integers_are_exact(layout):
     rng = np.random.default_rng(1)

@@ -47,22 +47,20 @@ def weight_in(order, wt):
 
 
 def reference(x, w, b, r, act, stride, pad, dil, out_hw):
-    """float64, from the definition: a sum over taps of shifted 1×1 products."""
-    n, h, wd, _ = x.shape
+    """float64, from the definition: a sum over taps of shifted 1×1 products, each tap's
+    pixels a strided slice of the zero-padded input."""
+    n, h, wd, c = x.shape
     kh, kw, _, f = w.shape
     ho, wo = out_hw
+    xp = np.zeros((n, h + 2 * pad[0] + stride[0] * ho + kh * dil[0],
+                   wd + 2 * pad[1] + stride[1] * wo + kw * dil[1], c))  # room for every tap
+    xp[:, pad[0]:pad[0] + h, pad[1]:pad[1] + wd] = x
     y = np.zeros((n, ho, wo, f))
-    x64, w64 = x.astype(np.float64), w.astype(np.float64)
     for i in range(kh):
         for j in range(kw):
-            for oy in range(ho):
-                iy = oy * stride[0] - pad[0] + i * dil[0]
-                if not 0 <= iy < h:
-                    continue
-                for ox in range(wo):
-                    ix = ox * stride[1] - pad[1] + j * dil[1]
-                    if 0 <= ix < wd:
-                        y[:, oy, ox] += x64[:, iy, ix] @ w64[i, j]
+            iy, ix = i * dil[0], j * dil[1]
+            xs = xp[:, iy:iy + stride[0] * ho:stride[0], ix:ix + stride[1] * wo:stride[1]]
+            y += xs @ w[i, j].astype(np.float64)  # (N, Ho, Wo, C) @ (C, F)
     y = y.reshape(n * ho * wo, f)
     y = y + (0 if b is None else b) + (0 if r is None else r)
     if act is not None:
@@ -104,6 +102,22 @@ def test_taps_match_float64(n, h, w, c, f, k, stride, dil, pad, act, bias, resid
         return  # the kernel does not fit: check_conv2d refuses such calls
     run(np.random.default_rng(seed), n, h, w, c, f, k, stride, pad, dil, act, bias, residual,
         packed, threads, view, order)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3), h=st.integers(1, 9), w=st.sampled_from([7, 15, 31, 113, 225]),
+       c=st.integers(1, 4), f=st.sampled_from([8, 32, 64]), k=st.sampled_from([1, 3, 5, 7]),
+       stride=st.sampled_from([1, 2]), pad=st.integers(0, 3), dy=st.integers(1, 2),
+       act=st.sampled_from(ACTS), bias=st.booleans(), residual=st.booleans(),
+       threads=st.integers(1, 3), order=st.sampled_from(ORDERS), seed=st.integers(0, 2**16))
+def test_stems_rows_of_pixels_match_float64(n, h, w, c, f, k, stride, pad, dy, act, bias,
+                                            residual, threads, order, seed):
+    # the stems' case (few channels, runs of a kernel row): images wide enough for whole
+    # tiles inside an output row, whose pointers are one run apart, and tiles at the edges
+    if h + 2 * pad - dy * (k - 1) < 1 or w + 2 * pad - (k - 1) < 1:
+        return
+    run(np.random.default_rng(seed), n, h, w, c, f, (k, k), (stride, stride), (pad, pad),
+        (dy, 1), act, bias, residual, threads=threads, order=order)
 
 
 @pytest.mark.parametrize("n, h, f", [

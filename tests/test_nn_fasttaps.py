@@ -66,6 +66,24 @@ def test_planned_calls_match_torch(n, c, f, k, h, stride, padding, dilation, bia
 
 
 @needs_kernels
+@pytest.mark.usefixtures("isa")
+@pytest.mark.parametrize("k, f, act", [(3, 32, "relu6"), (7, 64, "relu")])
+@pytest.mark.parametrize("n, h", [(0, 15), (1, 7), (3, 15), (1, 113), (1, 225)])
+def test_planned_stems_match_torch(k, f, act, n, h):
+    # the zoo's first convs (3 channels, stride 2) on a channels_last batch, on each
+    # instruction set: planned from the second call on, unless the batch is empty
+    torch.manual_seed(h)
+    m = Conv2d(3, f, k, stride=2, padding=k // 2, activation=act).eval()
+    x = torch.randn(n, 3, h, h).contiguous(memory_format=CL)
+    with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_native_taps, "NATIVE_MIN_MACS", 0)  # small convs on the kernels too
+        ys = [m(x) for _ in range(3)]
+    assert (m.__dict__.get("_plan") is not None and m._plan.kind == "taps") == (n > 0)
+    for y in ys:
+        torch.testing.assert_close(y.double(), expected(m, x), rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
 def test_a_planned_call_runs_by_address_and_sees_every_edit(monkeypatch):
     seen = spy(monkeypatch)
     m = Conv2d(16, 32, 3, padding=1, activation="relu").eval()

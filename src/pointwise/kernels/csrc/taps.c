@@ -65,36 +65,46 @@ static int use_runs(const taps_job *j) { return j->dx == 1 && j->sw == j->C && j
 
 /* Row pointers of the output pixels [m, m + mr) (MR rows, the rest zeros) for the taps
  * [t0, t1): P[(t - t0) * MR + r]. With runs a tap is a kernel row of KT = KW·C floats; a run
- * that crosses the image's left or right edge is copied, zero-padded, into pad. */
+ * that crosses the image's left or right edge is copied, zero-padded, into pad. Pixels of
+ * one output row whose runs lie inside the image's width (all but a few at its ends) are
+ * set a stretch at a time, a tap's runs sx·C floats apart: pixel by pixel, with the checks
+ * of the edges, the pointers took 21% of a 3x3/2 3->32 conv's time (N=1, one thread), and
+ * the conv 460 -> 314 us with stretches (A/B, thread time, one process). */
 static void tile_pointers(const taps_job *j, int runs, idx m, int mr, int MR, idx t0, idx t1,
                           const float *zero, const float **P, float *pad) {
     idx x = m % j->Wo, y = (m / j->Wo) % j->Ho, n = m / (j->Wo * j->Ho);
-    const idx KW = j->KW, C = j->C, KT = KW * C;
-    for (int r = 0; r < MR; r++) {
+    const idx KW = j->KW, C = j->C, KT = KW * C, step = j->sx * C;
+    /* output columns [xa, xb) have their runs inside the image's width */
+    const idx xa = (j->px + j->sx - 1) / j->sx;
+    const idx xb = j->W + j->px >= KW ? min_i(j->Wo, (j->W + j->px - KW) / j->sx + 1) : 0;
+    for (int r = 0; r < MR;) {
         if (r >= mr) {
             for (idx t = t0; t < t1; t++) P[(t - t0) * MR + r] = zero;
+            r++;
             continue;
         }
         const idx iy0 = y * j->sy - j->py, ix0 = x * j->sx - j->px;
         const float *img = j->X + n * j->sn;
-        if (runs) {
-            const int inside = ix0 >= 0 && ix0 + KW <= j->W;
+        int len = 1;
+        if (runs && x >= xa && x < xb) {
+            len = (int)min_i(mr - r, xb - x);
             for (idx t = t0; t < t1; t++) {
                 const idx iy = iy0 + t * j->dy;
                 const float **p = &P[(t - t0) * MR + r];
-                if (iy < 0 || iy >= j->H) {
-                    *p = zero;
-                } else if (inside) {
-                    *p = img + iy * j->sh + ix0 * C;
-                } else {
-                    float *q = pad + ((t - t0) * MR + r) * KT;
-                    const idx a = ix0 < 0 ? -ix0 : 0, b = ix0 + KW > j->W ? j->W - ix0 : KW;
-                    memset(q, 0, (size_t)KT * sizeof(float));
-                    if (b > a)
-                        memcpy(q + a * C, img + iy * j->sh + (ix0 + a) * C,
-                               (size_t)((b - a) * C) * sizeof(float));
-                    *p = q;
-                }
+                const float *a = iy >= 0 && iy < j->H ? img + iy * j->sh + ix0 * C : NULL;
+                for (int q = 0; q < len; q++) p[q] = a ? a + q * step : zero;
+            }
+        } else if (runs) {  /* a run crossing an edge */
+            const idx a = ix0 < 0 ? -ix0 : 0, b = ix0 + KW > j->W ? j->W - ix0 : KW;
+            for (idx t = t0; t < t1; t++) {
+                const idx iy = iy0 + t * j->dy;
+                float *q = pad + ((t - t0) * MR + r) * KT;
+                P[(t - t0) * MR + r] = iy < 0 || iy >= j->H ? zero : q;
+                if (iy < 0 || iy >= j->H) continue;
+                memset(q, 0, (size_t)KT * sizeof(float));
+                if (b > a)
+                    memcpy(q + a * C, img + iy * j->sh + (ix0 + a) * C,
+                           (size_t)((b - a) * C) * sizeof(float));
             }
         } else {
             for (idx t = t0; t < t1; t++) {
@@ -103,7 +113,8 @@ static void tile_pointers(const taps_job *j, int runs, idx m, int mr, int MR, id
                                            ? img + iy * j->sh + ix * j->sw : zero;
             }
         }
-        if (++x == j->Wo) {
+        r += len;
+        if ((x += len) == j->Wo) {
             x = 0;
             if (++y == j->Ho) { y = 0; n++; }
         }
