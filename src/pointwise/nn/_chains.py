@@ -38,6 +38,7 @@ from torch import nn
 
 from pointwise.nn.conv2d import Conv2d
 from pointwise.nn.module import ACTIVATION_MODULES, Conv1x1
+from pointwise.nn.pool import MaxPool2d
 from pointwise.nn.report import ConvertReport
 
 __all__ = ["FUSABLE", "find_chains", "hooks", "qualified"]
@@ -66,7 +67,9 @@ def qualified(prefix: str, name: str) -> str:
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (Conv1x1, Conv2d)) or super().is_leaf_module(m, qualname)
+        # pointwise's modules as torch's: their forward checks are no data flow to trace
+        return isinstance(m, (Conv1x1, Conv2d, MaxPool2d)) or \
+            super().is_leaf_module(m, qualname)
 
 
 def find_chains(

@@ -62,6 +62,7 @@ from pointwise.nn.convert_head import replace_head
 from pointwise.nn.convert_kxk import replace_kxk
 from pointwise.nn.head import GlobalAvgPool2d, Linear
 from pointwise.nn.module import Conv1x1
+from pointwise.nn.pool import MaxPool2d
 from pointwise.nn.report import ConvertReport
 
 __all__ = ["ConvertReport", "convert", "to_conv2d"]
@@ -182,7 +183,7 @@ def to_conv2d(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     if not inplace:
         model = copy.deepcopy(model)
     kinds = (Conv1x1, Conv2d, FusedDepthwiseSeparable, FusedInvertedResidual, Linear,
-             GlobalAvgPool2d)
+             GlobalAvgPool2d, MaxPool2d)
     if isinstance(model, kinds):
         return model.to_conv2d()
     new: dict[int, nn.Module] = {}  # a conv held at two places stays one shared module

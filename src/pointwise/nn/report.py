@@ -38,6 +38,7 @@ class ConvertReport:
         head: ``(module, "nn.Linear -> Linear")`` and the like: the head's modules now on
             the head's kernels (:mod:`pointwise.nn.head`).
         skipped: ``(module, reason)`` for what was left as it was.
+        pools: the ``nn.MaxPool2d`` modules now :class:`pointwise.nn.pool.MaxPool2d`.
     """
 
     replaced: list[str] = field(default_factory=list)
@@ -49,6 +50,7 @@ class ConvertReport:
     blocks: list[str] = field(default_factory=list)
     head: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    pools: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [
@@ -60,6 +62,7 @@ class ConvertReport:
         ]
         lines += [f"  replaced  {n}: nn.Conv2d -> Conv1x1" for n in self.replaced]
         lines += [f"  replaced  {n}: nn.Conv2d -> pointwise.nn.Conv2d" for n in self.kxk]
+        lines += [f"  replaced  {n}: nn.MaxPool2d -> pointwise.nn.MaxPool2d" for n in self.pools]
         lines += [f"  folded    {bn} into {c}" for c, bn in self.folded]
         lines += [f"  fused     {a} into {c} (activation={act!r})" for c, a, act in self.fused]
         lines += [f"  in place  {a} after {c}" for c, a in self.inplace]

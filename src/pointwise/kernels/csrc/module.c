@@ -420,6 +420,9 @@ static PyMethodDef methods[] = {
     {"mean_at", pw_py_mean_at, METH_VARARGS,
      "mean_at(threads, openmp, x, (N, H, W, C, sn, sh, sw), y, ldy) -> bool: y (N, C) = the\n"
      "mean of x (N, H, W, C) over its pixels, in float64; see module_head.c."},
+    {"maxpool_at", pw_py_maxpool_at, METH_VARARGS,
+     "maxpool_at(threads, openmp, x, (N, H, W, C, sn, sh, sw), y, ldy, (KH, KW, sy, sx, py,\n"
+     "px, Ho, Wo)) -> bool: max pooling by address and strides (in floats); see module_at.c."},
     {"block", pw_py_block, METH_VARARGS,
      "block(threads, x, we, be, wd, bd, wp, bp, y, acts, stride, residual, transposed=False,\n"
      "openmp=False)\n"

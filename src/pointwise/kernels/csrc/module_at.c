@@ -1,4 +1,4 @@
-/* Entries that take operands by address: rows_at(), cols_at() and taps_at(), for pointwise.nn's
+/* Entries that take operands by address: rows_at(), cols_at(), taps_at() and maxpool_at(), for pointwise.nn's
  * inference calls on torch tensors, whose shapes and strides the caller checked once per
  * layer and whose data pointers it reads per call. At batch 1 (16x16 64->64) the kernels'
  * call takes ~18 us on two threads; a NumPy view of each operand to pass it as a buffer took
@@ -113,5 +113,40 @@ PyObject *pw_py_taps_at(PyObject *self, PyObject *args) {
     (void)sizes;
 #endif
     if (ok < 0) return PyErr_NoMemory();
+    return PyBool_FromLong(ok);
+}
+
+/* maxpool_at(threads, openmp, x, (N, H, W, C, sn, sh, sw), y, ldy, (KH, KW, sy, sx, py, px,
+ *            Ho, Wo)) -> bool: y (M, C) rows ldy apart, M = N·Ho·Wo, the max over each
+ * window of x (N, H, W, C), channels unit stride, pixels sn, sh, sw floats apart; py and px
+ * the padding at the top and left. */
+PyObject *pw_py_maxpool_at(PyObject *self, PyObject *args) {
+    (void)self;
+    int threads, openmp, ok = 0;
+    unsigned long long xa, ya;
+    Py_ssize_t x[7], ldy, g[8];
+    if (!PyArg_ParseTuple(args, "iiK(nnnnnnn)Kn(nnnnnnnn)", &threads, &openmp, &xa, &x[0],
+                          &x[1], &x[2], &x[3], &x[4], &x[5], &x[6], &ya, &ldy, &g[0], &g[1],
+                          &g[2], &g[3], &g[4], &g[5], &g[6], &g[7]))
+        return NULL;
+    if (!pw_check_options(0, openmp)) return NULL;
+    int sizes = x[0] > 0 && x[1] > 0 && x[2] > 0 && x[3] > 0 && ldy >= x[3];
+    for (int i = 0; i < 8; i++) sizes = sizes && g[i] >= (i == 4 || i == 5 ? 0 : 1);
+    /* every window meets the image: padding under the window, as torch requires */
+    sizes = sizes && g[4] < g[0] && g[5] < g[1];
+#ifdef PW_X86
+    const isa_t *isa = pw_current();
+    const float *X, *Y;
+    if (isa != NULL && sizes && address(xa, 0, &X) && address(ya, 0, &Y)) {
+        pool_job j = {isa, x[0], x[1], x[2], x[3], x[4], x[5], x[6], g[0], g[1], g[2], g[3],
+                      g[4], g[5], g[6], g[7], X, (float *)Y, ldy};
+        /* about the work of a multiply-add per input read, for the threads' threshold */
+        const long long work = (long long)x[0] * g[6] * g[7] * x[3] * g[0] * g[1];
+        atomic_int failed = 0;  /* nothing allocates: never set */
+        ok = pw_run_released(pw_pool_part, &j, work, threads, &failed, openmp);
+    }
+#else
+    (void)sizes;
+#endif
     return PyBool_FromLong(ok);
 }

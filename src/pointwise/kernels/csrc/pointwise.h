@@ -27,6 +27,7 @@
  *   moments.c       the float64 scatter (X - s)^T (X - s) of pixel vectors: its lower triangle
  *   head.c          a network's head: the global average pool, and x @ W^T + b (W torch's)
  *   depthwise.c     the depthwise 3x3 driver, and its row function the fused blocks share
+ *   maxpool.c       max pooling, channels-last
  *   blocks.c        the fused blocks: expand 1x1, depthwise 3x3, project 1x1 by bands of rows
  *   place.c         where helper threads run: each on a CPU of its own, never the caller's
  *   pool.c          the kernels' own spinning thread pool
@@ -211,6 +212,18 @@ typedef void (*dw_row_t)(const float *const *rows, idx W, idx sw, idx C, idx Wo,
                          const float *zero);
 dw_row_t pw_dw_row(const isa_t *isa);
 
+/* maxpool.c: Y[m, :] = max over the KH x KW window (clipped to the image) of X's pixels, for
+ * the M = N * Ho * Wo output pixels of X (N, H, W, C), channels unit stride. */
+typedef struct {
+    const isa_t *isa;
+    idx N, H, W, C, sn, sh, sw;      /* X and its strides, in floats */
+    idx KH, KW, sy, sx, py, px, Ho, Wo;
+    const float *X;
+    float *Y;                        /* pixels ldy apart */
+    idx ldy;
+} pool_job;
+void pw_pool_part(void *arg, int part, int parts);
+
 /* blocks.c: Y = act_p(act_d(dw3x3_s(act_e(X @ We + be)) + bd) @ Wp + bp [+ X]) for the
  * M = N * Ho * Wo output pixels of X (N, H, W, C), channels unit stride; We (C x E) and Wp
  * (E x F) packed as pw_taps_pack_part packs them, We NULL: no expansion (E = C); Wd
@@ -337,6 +350,7 @@ PyObject *pw_py_moments(PyObject *self, PyObject *args);
 PyObject *pw_py_rows_at(PyObject *self, PyObject *args);
 PyObject *pw_py_cols_at(PyObject *self, PyObject *args);
 PyObject *pw_py_taps_at(PyObject *self, PyObject *args);
+PyObject *pw_py_maxpool_at(PyObject *self, PyObject *args);
 /* module_head.c */
 PyObject *pw_py_linear_at(PyObject *self, PyObject *args);
 PyObject *pw_py_mean_at(PyObject *self, PyObject *args);
