@@ -201,6 +201,24 @@ static int block_driver(const block_job *j, idx B, const share_t *sh) {
     return 0;
 }
 
+/* Part pe's expanded channels when p's parts split them: whole panels of We's filters. */
+static void eslice(const block_job *j, split_t p, int pe, idx *e0, idx *e1) {
+    const idx NE = pw_rows_shape(j->isa, j->E)->nv * j->isa->vw, epanels = (j->E + NE - 1) / NE;
+    *e0 = min_i(j->E, epanels * pe / p.ep * NE);
+    *e1 = min_i(j->E, epanels * (pe + 1) / p.ep * NE);
+}
+
+/* The expanded channels [e0, e1) that part computes of a block whose parts split them:
+ * 1, or 0 when they do not (then the parts split the output rows or filters). The packing
+ * gives each part the rows [e0, e1) of Wp to pack, so that each reads its own slice from
+ * its own cache. */
+int pw_block_eslice(const block_job *j, int part, int parts, idx *e0, idx *e1) {
+    const split_t p = plan(j, parts);
+    if (p.ep <= 1) return 0;
+    eslice(j, p, part % p.ep, e0, e1);
+    return 1;
+}
+
 /* Group pm takes the rows [R·pm/mp, R·(pm+1)/mp); its fp parts, a slice of whole panels of
  * the filters each, split as pw_taps_pack_part splits them, so each reads what it packed. */
 void pw_block_part(void *arg, int part, int parts) {
@@ -209,13 +227,11 @@ void pw_block_part(void *arg, int part, int parts) {
     const int pm = part / (p.fp * p.ep), pf = part % p.fp;  /* the row group, the filters */
     const idx R = j->N * j->Ho, g0 = R * pm / p.mp, g1 = R * (pm + 1) / p.mp;
     const idx NR = pw_rows_shape(j->isa, j->F)->nv * j->isa->vw, panels = (j->F + NR - 1) / NR;
-    const idx NE = pw_rows_shape(j->isa, j->E)->nv * j->isa->vw, epanels = (j->E + NE - 1) / NE;
     share_t sh = {g0, g1, min_i(j->F, panels * pf / p.fp * NR),
                   min_i(j->F, panels * (pf + 1) / p.fp * NR), 0, j->E, p.ep > 1, NULL};
     if (p.ep > 1) {  /* a slice of whole panels of the expansion's filters */
         const int pe = part % p.ep;
-        sh.e0 = min_i(j->E, epanels * pe / p.ep * NE);
-        sh.e1 = min_i(j->E, epanels * (pe + 1) / p.ep * NE);
+        eslice(j, p, pe, &sh.e0, &sh.e1);
         sh.P = pe == 0 ? NULL : j->partial + (pe - 1) * j->N * j->Ho * j->Wo * j->F;
         if (part == 0) j->esplit = p.ep;
     }

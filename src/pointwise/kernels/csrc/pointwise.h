@@ -168,6 +168,8 @@ void pw_taps_pack_part(void *arg, int part, int parts);
 /* All K rows of the panel of filters starting at jc into dst (K rows of the panel's width);
  * 0, or -1 when out of memory. */
 int pw_taps_pack_panel(const taps_pack_job *p, idx jc, float *dst);
+/* Rows [k0, k1) of every panel, for a 1x1 weight (KW = 0, or one tap). */
+void pw_taps_pack_rows(const taps_pack_job *p, idx k0, idx k1);
 
 /* taps.c: Y[m, :] = act(sum over taps of X shifted @ W[tap] + bias + R[m, :]) for the
  * M = N * Ho * Wo output pixels of a k x k convolution of X (N, H, W, C), channels unit
@@ -246,6 +248,7 @@ typedef struct {
 void pw_block_part(void *arg, int part, int parts);
 void pw_block_reduce(const block_job *j);
 int pw_block_splits_channels(const block_job *j, int parts);
+int pw_block_eslice(const block_job *j, int part, int parts, idx *e0, idx *e1);
 
 /* head.c: Y[n, f] = bias[f] + sum_c X[n, c] W[f, c] for the N rows of X (ldx apart) and the
  * F rows of W (ldw apart, torch's Linear weight read in place); bias NULL for none. */

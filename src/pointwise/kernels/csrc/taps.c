@@ -359,16 +359,32 @@ int pw_taps_pack_panel(const taps_pack_job *p, idx jc, float *dst) {
     return 0;
 }
 
-void pw_taps_pack_part(void *arg, int part, int parts) {
-    taps_pack_job plain = *(const taps_pack_job *)arg;
-    const taps_pack_job *p = &plain;
-    if (plain.KW == 0) {  /* the (K, F) matrix, rows ldw apart: one tap of K channels */
+/* The (K, F) matrix, rows ldw apart (KW = 0), as one tap of K channels. */
+static taps_pack_job as_taps(const taps_pack_job *arg) {
+    taps_pack_job plain = *arg;
+    if (plain.KW == 0) {
         plain.KW = 1;
         plain.C = plain.K;
         plain.si = plain.sj = 0;
         plain.sc = plain.ldw;
         plain.sf = 1;
     }
+    return plain;
+}
+
+/* The fused blocks split a packed 1x1 weight this way among the parts that split its
+ * K (their expanded channels), each packing what it reads (module_blocks.c). */
+void pw_taps_pack_rows(const taps_pack_job *arg, idx k0, idx k1) {
+    const taps_pack_job plain = as_taps(arg), *p = &plain;
+    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, vw = p->isa->vw;
+    for (idx jc = 0; jc < p->F && k0 < k1; jc += NR) {
+        const idx width = (min_i(p->F - jc, NR) + vw - 1) / vw * vw;
+        pack_panel(p, k0, k1, jc, p->out + jc * p->K + k0 * width);
+    }
+}
+
+void pw_taps_pack_part(void *arg, int part, int parts) {
+    const taps_pack_job plain = as_taps(arg), *p = &plain;
     const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, panels = (p->F + NR - 1) / NR;
     if (p->sf == 1) {  /* rows of filters in order: a part takes rows, read as one stream */
         const idx k0 = p->K * part / parts, k1 = p->K * (part + 1) / parts, vw = p->isa->vw;
