@@ -69,7 +69,7 @@ static int use_runs(const taps_job *j) { return j->dx == 1 && j->sw == j->C && j
  * one output row whose runs lie inside the image's width (all but a few at its ends) are
  * set a stretch at a time, a tap's runs sx·C floats apart: pixel by pixel, with the checks
  * of the edges, the pointers took 21% of a 3x3/2 3->32 conv's time (N=1, one thread), and
- * the conv 460 -> 314 us with stretches (A/B, thread time, one process). */
+ * the conv 446-460 -> 348-359 us with stretches (A/B, thread time, one process). */
 static void tile_pointers(const taps_job *j, int runs, idx m, int mr, int MR, idx t0, idx t1,
                           const float *zero, const float **P, float *pad) {
     idx x = m % j->Wo, y = (m / j->Wo) % j->Ho, n = m / (j->Wo * j->Ho);
