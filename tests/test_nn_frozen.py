@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+from oracle import randomize_bn  # noqa: E402
 from plans import check_copies_and_pickles, spy_at  # noqa: E402
 from pointwise.kernels import native as _native  # noqa: E402
+from pointwise.models.mobilenet import DepthwiseSeparable, InvertedResidual  # noqa: E402
 from pointwise.nn import (  # noqa: E402
     Conv1x1,
     Conv2d,
@@ -26,6 +28,7 @@ from pointwise.nn import (  # noqa: E402
     frozen,
     refresh,
     thaw,
+    to_conv2d,
 )
 from pointwise.nn import _native_torch as NT  # noqa: E402
 
@@ -50,7 +53,7 @@ def close(y: torch.Tensor, want: torch.Tensor) -> None:
 
 
 def counted_packs(monkeypatch) -> list[int]:
-    """Counts the weights frozen modules pack."""
+    """Counts the weights frozen modules pack for the taps kernels."""
     seen: list[int] = []
     real = _native.pack_taps
     monkeypatch.setattr(_native, "pack_taps", lambda w: seen.append(1) or real(w))
@@ -244,3 +247,58 @@ def test_without_kernels_freezing_changes_nothing(monkeypatch):
     with torch.inference_mode():
         close(m(x), expected(m, x))
     assert frozen.packed(m) is None
+
+
+BLOCKS = {
+    "ir-residual": lambda: InvertedResidual(24, 24, 1, 6),
+    "ir-s2": lambda: InvertedResidual(24, 40, 2, 6),
+    "ir-t1": lambda: InvertedResidual(32, 16, 1, 1),
+    "ds-s2": lambda: DepthwiseSeparable(40, 24, 2),
+}
+
+
+def fused_block(name: str) -> tuple[nn.Module, nn.Module, int]:
+    """(the frozen fused block, its float64 torch original, its input channels)."""
+    torch.manual_seed(len(name))
+    block = randomize_bn(BLOCKS[name]())
+    c = (block.conv_dw if isinstance(block, DepthwiseSeparable) else block.conv[0][0]).in_channels
+    fused, _ = convert(block, freeze=True)
+    return fused, copy.deepcopy(block).double(), c
+
+
+@needs_kernels
+@pytest.mark.usefixtures("isa")
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+@pytest.mark.parametrize("n, hw", [(1, 7), (3, 15)])
+def test_frozen_blocks_pack_once_and_match_float64(monkeypatch, name, n, hw):
+    fused, ref, c = fused_block(name)
+    assert frozen.is_frozen(fused)
+    seen = spy_at(monkeypatch, "block_at")
+    packs = counted_packs(monkeypatch)
+    x = torch.randn(n, c, hw, hw).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        for _ in range(3):
+            close(fused(x), ref(x.double()))
+    assert seen == ["block_at"] * 2  # the first call plans on the general path
+    assert len(packs) == (1 if name in ("ds-s2", "ir-t1") else 2)  # the 1×1s, packed once
+    addresses = frozen._PACKS[fused].addresses
+    assert (addresses[0] == 0) == (name in ("ds-s2", "ir-t1")) and all(addresses[1:])
+
+
+@needs_kernels
+def test_frozen_blocks_see_counted_edits_and_refresh_the_others():
+    fused, _, c = fused_block("ir-residual")
+    x = torch.randn(2, c, 9, 9).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        fused(x)
+        fused(x)
+    with torch.no_grad():
+        fused.dw.weight.mul_(-1.5)  # counted: the depthwise copy is made again
+    fused.project.weight = nn.Parameter(torch.randn_like(fused.project.weight))
+    with torch.inference_mode():
+        close(fused(x), to_conv2d(fused)(x.double().float()).double())
+        before = fused(x)
+        fused.expand.weight.data.mul_(2)  # uncounted: needs refresh
+        torch.testing.assert_close(fused(x), before, rtol=0, atol=0)
+        refresh(fused)
+        close(fused(x), to_conv2d(fused)(x).double())

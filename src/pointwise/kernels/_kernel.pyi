@@ -18,7 +18,8 @@ def cols_at(threads: int, openmp: bool, act: int, w: int, ldw: int, x: int, xn: 
 def taps_at(threads: int, openmp: bool, act: int, x: int,
             xdims: tuple[int, int, int, int, int, int, int], w: int,
             wstrides: tuple[int, int, int, int], f: int, y: int, ldy: int, bias: int,
-            residual: int, ldr: int, geometry: tuple[int, ...], /) -> bool: ...
+            residual: int, ldr: int, geometry: tuple[int, ...], packed: bool = False,
+            /) -> bool: ...
 def linear_at(threads: int, openmp: bool, x: int, ldx: int, w: int, ldw: int, y: int,
               ldy: int, bias: int, n: int, c: int, f: int, /) -> bool: ...
 def mean_at(threads: int, openmp: bool, x: int,

@@ -7,7 +7,8 @@ around it, making NumPy views of its eight tensors and copying the depthwise wei
 that depends on the values in the tensors, only on what :func:`_key` holds (shapes, strides,
 dtypes, devices), so a block keeps its :class:`BlockPlan` for the last key it saw, and a call
 that matches it reads the tensors' data pointers and runs the kernel (``block_at``), which
-packs the 1×1 weights and reorders the depthwise one itself.
+packs the 1×1 weights and reorders the depthwise one itself; a frozen block
+(:mod:`pointwise.nn.frozen`) hands it copies made so once instead.
 
 The weights and biases are never copied into a plan: every call reads them where their
 modules hold them now (a new parameter included), so any edit is seen, as on the general
@@ -24,6 +25,7 @@ import torch
 
 from pointwise.kernels import native as _native
 from pointwise.nn import _native_torch as _nt
+from pointwise.nn import frozen
 from pointwise.nn.kernels import _forward_ad, _is_graph_capture
 
 __all__ = ["BlockPlan", "call", "plan"]
@@ -83,8 +85,12 @@ def call(m: Any, x: torch.Tensor) -> torch.Tensor | None:
     y = _nt.BUFFERS.empty((n, ho, wo, f))  # (N, Ho, Wo, F)
     kernels = _native._kernel
     assert kernels is not None  # a plan is made only where the kernels ran
+    frozen_ws = frozen.packed_block(m, ts[0], ts[2], ts[4])  # held while the kernels read it
+    if frozen_ws is not None:
+        we, wd, wp = frozen_ws.addresses
     if not kernels.block_at(torch.get_num_threads(), True, p.acts, p.stride, p.residual, xa,
-                            p.dims, we, be, wd, bd, wp, bp, p.e, f, y.data_ptr()):
+                            p.dims, we, be, wd, bd, wp, bp, p.e, f, y.data_ptr(),
+                            frozen_ws is not None):
         return None
     return y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
 

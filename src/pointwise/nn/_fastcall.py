@@ -98,7 +98,7 @@ def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None = None,
         xdims, wstrides, geometry = p.dims
         y = _nt.BUFFERS.empty((n, ho, wo, f)) if dest is None else dest  # (N, Ho, Wo, F)
         wp = frozen.packed(m)  # held while the kernels read it
-        ok = kernels.taps_at(team, True, p.act, xa, xdims, wa if wp is None else wp.address,
+        ok = kernels.taps_at(team, True, p.act, xa, xdims, wa if wp is None else wp.addresses[0],
                              wstrides, f, y.data_ptr(), f, ba, ra, f, geometry, wp is not None)
         y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
     else:

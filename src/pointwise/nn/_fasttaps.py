@@ -76,7 +76,7 @@ def call(m: Any, x: torch.Tensor, residual: torch.Tensor | None,
          and _nt.apart(x, residual) else _nt.BUFFERS.empty((n, ho, wo, f)))
     wp = frozen.packed(m)  # held while the kernels read it
     if not kernels.taps_at(torch.get_num_threads(), True, p.act, xa, p.xdims,
-                           wa if wp is None else wp.address, p.wstrides, f, y.data_ptr(),
+                           wa if wp is None else wp.addresses[0], p.wstrides, f, y.data_ptr(),
                            f, ba, ra, f, p.geometry, wp is not None):
         return None
     y4 = y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last

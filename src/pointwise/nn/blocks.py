@@ -50,6 +50,8 @@ class _Fused(nn.Module):
 
     #: the call's plan (pointwise.nn._fastblock) is no TorchScript
     __jit_ignored_attributes__: ClassVar[list[str]] = ["_plan"]
+    #: pointwise.nn.freeze applies: its planned calls can read weights packed once
+    _freezable: ClassVar[bool] = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = _fastblock.call(self, x)  # planned before: the data pointers, straight on

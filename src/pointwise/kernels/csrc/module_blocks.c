@@ -54,15 +54,18 @@ static void pack_part(void *arg, int part, int parts) {
         pw_taps_pack_part(&b->p, part, parts);
 }
 
-/* Pack j's 1x1 weights (we, wp: rows lde, ldp apart; with t, torch's (E, C) and (F, E)) and
- * run it: 1, or -1 when out of memory. */
+/* Pack j's 1x1 weights (we, wp: rows lde, ldp apart; with t, torch's (E, C) and (F, E)), or
+ * with packed take them as taps_pack() laid them out, and run it: 1, or -1 when out of
+ * memory. */
 static int run(block_job *j, const float *we, idx lde, const float *wp, idx ldp, int t,
-               int threads, int openmp) {
+               int packed, int threads, int openmp) {
     int ok = -1;
     const long long macs = (long long)j->N * j->Ho * j->Wo * (j->E * j->F + 9 * j->E) +
                            (we ? (long long)j->N * j->H * j->W * j->C * j->E : 0);
-    float *pe = we ? pw_scratch(4, (size_t)pw_taps_packed_size(j->isa, j->C, j->E)) : NULL;
-    float *pp = pw_scratch(5, (size_t)pw_taps_packed_size(j->isa, j->E, j->F));
+    /* packed: the weights as taps_pack() laid them out, read where they are */
+    float *pe = packed ? (float *)we
+                       : we ? pw_scratch(4, (size_t)pw_taps_packed_size(j->isa, j->C, j->E)) : NULL;
+    float *pp = packed ? (float *)wp : pw_scratch(5, (size_t)pw_taps_packed_size(j->isa, j->E, j->F));
     j->We = pe, j->Wp = pp;  /* where they will be: the split (plan()) depends on both */
     /* room for the partial products of parts that split the expanded channels, where the
      * block is small enough for blocks.c to have them do so */
@@ -72,7 +75,7 @@ static int run(block_job *j, const float *we, idx lde, const float *wp, idx ldp,
         block_pack_job b = {j, pack_job(j->isa, we, j->C, j->E, lde, t, pe),
                             pack_job(j->isa, wp, j->E, j->F, ldp, t, pp)};
         b.e.failed = b.p.failed = &j->failed;
-        ok = pw_run_released(pack_part, &b, macs, threads, &j->failed, openmp);
+        ok = packed ? 1 : pw_run_released(pack_part, &b, macs, threads, &j->failed, openmp);
         if (ok > 0) ok = pw_run_released(pw_block_part, j, macs, threads, &j->failed, openmp);
         if (ok > 0 && j->esplit > 1) pw_block_reduce(j);
     }
@@ -141,7 +144,7 @@ PyObject *pw_py_block(PyObject *self, PyObject *args) {
         block_job j = {isa, N, H, W, C, sn, sh, sw, E, F, stride, Ho, Wo, x->buf, NULL, be,
                        wd->buf, bd, NULL, bp, acts[0], acts[1], acts[2], residual, y->buf,
                        y->strides[0] / 4, 0};
-        ok = run(&j, we, we ? v[iwe].strides[0] / 4 : 0, wp->buf, wp->strides[0] / 4, t,
+        ok = run(&j, we, we ? v[iwe].strides[0] / 4 : 0, wp->buf, wp->strides[0] / 4, t, 0,
                  threads, openmp);
     }
 #endif
@@ -149,20 +152,22 @@ PyObject *pw_py_block(PyObject *self, PyObject *args) {
 }
 
 /* block_at(threads, openmp, (act_e, act_d, act_p), stride, residual, x, (N, H, W, C, sn, sh,
- * sw), we, be, wd, bd, wp, bp, E, F, y) -> bool: block() on operands given by address, for
- * pointwise.nn's fused modules, which check shapes and strides once per layer (as rows_at()'s
- * callers do): x's pixels sw floats apart (channels unit stride), we (E, C) and wp (F, E)
- * torch's contiguous 1x1 weights (we 0: no expansion, E = C), wd torch's contiguous
- * (E, 1, 3, 3) depthwise weight, y (N·Ho·Wo, F) contiguous, biases 0 for none. At batch 1 a
- * small block's kernel call takes ~8 us, and the eight NumPy views block() needs took ~40. */
+ * sw), we, be, wd, bd, wp, bp, E, F, y, packed=0) -> bool: block() on operands given by
+ * address, for pointwise.nn's fused modules, which check shapes and strides once per layer
+ * (as rows_at()'s callers do): x's pixels sw floats apart (channels unit stride), we (E, C)
+ * and wp (F, E) torch's contiguous 1x1 weights (we 0: no expansion, E = C), wd torch's
+ * contiguous (E, 1, 3, 3) depthwise weight, y (N·Ho·Wo, F) contiguous, biases 0 for none.
+ * packed: we and wp as taps_pack() lays out (C, E) and (E, F), wd as (3, 3, E), all read as
+ * they are (pointwise.nn.freeze). At batch 1 a small block's kernel call takes ~8 us, and the
+ * eight NumPy views block() needs took ~40. */
 PyObject *pw_py_block_at(PyObject *self, PyObject *args) {
     (void)self;
-    int threads, openmp, acts[3], stride, residual, ok = 0;
+    int threads, openmp, acts[3], stride, residual, packed = 0, ok = 0;
     unsigned long long xa, wea, bea, wda, bda, wpa, bpa, ya;
     Py_ssize_t N, H, W, C, sn, sh, sw, E, F;
-    if (!PyArg_ParseTuple(args, "ii(iii)ipK(nnnnnnn)KKKKKKnnK", &threads, &openmp, &acts[0],
+    if (!PyArg_ParseTuple(args, "ii(iii)ipK(nnnnnnn)KKKKKKnnK|p", &threads, &openmp, &acts[0],
                           &acts[1], &acts[2], &stride, &residual, &xa, &N, &H, &W, &C, &sn, &sh,
-                          &sw, &wea, &bea, &wda, &bda, &wpa, &bpa, &E, &F, &ya))
+                          &sw, &wea, &bea, &wda, &bda, &wpa, &bpa, &E, &F, &ya, &packed))
         return NULL;
     for (int i = 0; i < 3; i++)
         if (!pw_check_options(acts[i], openmp)) return NULL;
@@ -176,14 +181,14 @@ PyObject *pw_py_block_at(PyObject *self, PyObject *args) {
         address(ya, 0, &Y) && N > 0 && H > 0 && W > 0 && C > 0 && E > 0 && F > 0 &&
         sw >= C && sh >= W * sw && sn >= H * sh && (We != NULL || E == C) &&
         (!residual || (stride == 1 && C == F && sh == W * sw))) {
-        float *wd = pw_scratch(3, (size_t)(9 * E));  /* (E, 1, 3, 3) -> (3, 3, E) */
+        float *wd = packed ? (float *)Wd : pw_scratch(3, (size_t)(9 * E));
         ok = -1;
         if (wd != NULL) {
-            for (idx e = 0; e < E; e++)
+            for (idx e = 0; !packed && e < E; e++)  /* (E, 1, 3, 3) -> (3, 3, E) */
                 for (int t = 0; t < 9; t++) wd[t * E + e] = Wd[e * 9 + t];
             block_job j = {isa, N, H, W, C, sn, sh, sw, E, F, stride, Ho, Wo, X, NULL, Be, wd,
                            Bd, NULL, Bp, acts[0], acts[1], acts[2], residual, (float *)Y, F, 0};
-            ok = run(&j, We, C, Wp, E, 1, threads, openmp);
+            ok = run(&j, We, C, Wp, E, 1, packed, threads, openmp);
         }
     }
 #endif
