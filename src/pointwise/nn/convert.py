@@ -100,8 +100,8 @@ def convert(
         head: swap every ``nn.Linear`` and ``nn.AdaptiveAvgPool2d((1, 1))`` for
             :class:`pointwise.nn.Linear` and :class:`pointwise.nn.GlobalAvgPool2d`.
         inplace: modify ``model`` itself instead of a deep copy.
-        freeze: the converted convs read their weights packed once, as an inference
-            engine does, instead of packing them on every call (:func:`pointwise.nn.freeze`:
+        freeze: the converted convs and fused blocks read their weights packed once, as an
+            inference engine does, instead of on every call (:func:`pointwise.nn.freeze`:
             faster at small batches; one more copy of the weights; an edit that torch's
             version counter does not see, through ``.data`` or a NumPy view, needs
             :func:`pointwise.nn.refresh`).
