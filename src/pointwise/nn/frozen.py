@@ -16,9 +16,9 @@ against 54.2, and at N=8 365 against 372; MobileNetV2 at N=1 6.92 against 7.46, 
 8.91 against 9.98, and at N=8 64.4 against 68.4 (MobileNetV2 at N=8: level). The 1×1s
 with weights under 1 MB (:data:`pointwise.nn._native_torch.TAPS_1X1_MIN_WEIGHTS`) stay on
 the rows driver, which packs them per call from L2: moving them to packed taps calls
-measured no faster. The copy is packed again whenever the weight's storage or torch's version counter of it has moved:
-``load_state_dict``, an optimizer step, any in-place torch op (``with torch.no_grad():
-w.mul_(2)``), a new ``Parameter`` or ``.data =``. What torch cannot see, a write through
+measured no faster. The copy is packed again whenever the weight's storage or torch's
+version counter of it has moved: ``load_state_dict``, an optimizer step, any in-place torch
+op (``with torch.no_grad(): w.mul_(2)``), a new ``Parameter`` or ``.data =``. What torch cannot see, a write through
 ``w.data`` or a NumPy view of it, is not seen either: call :func:`refresh` after such an edit,
 or :func:`thaw` the model. Copies, pickles and ``deepcopy`` of a module carry the flag, never
 the packed copy, whose layout depends on the instruction set in use.
