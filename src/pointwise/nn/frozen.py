@@ -6,19 +6,19 @@ packing is a large part of a layer: a 7×7 512→512 3×3 conv reads 9.4 MB of w
 0.23 GFLOP, and each thread packs the panels it uses before using them. onnxruntime, like
 any engine that takes a model in, reorders its weights once when the session is made.
 
-:func:`freeze` gives a model the same: every ``Conv1x1`` and ``Conv2d`` of it that runs on
-the taps kernels, and every fused MobileNet block, reads copies of its weights made the
-first time it runs, in the layouts the kernels read (one more copy of the weights in memory;
-torch's stay as they are, for ``state_dict`` and training). ``convert()``ed, frozen against
-not (2 threads, one process, the variants taking turns forward by forward;
-``benchmarks/bench_frozen.py``): ResNet-18 at N=1 22.8 against 25.3 ms, ResNet-50 49.8
-against 54.2, and at N=8 365 against 372; MobileNetV2 at N=1 6.92 against 7.46, MobileNet v1
-8.91 against 9.98, and at N=8 64.4 against 68.4 (MobileNetV2 at N=8: level). The 1×1s
-with weights under 1 MB (:data:`pointwise.nn._native_torch.TAPS_1X1_MIN_WEIGHTS`) stay on
-the rows driver, which packs them per call from L2: moving them to packed taps calls
-measured no faster. The copy is packed again whenever the weight's storage or torch's
-version counter of it has moved: ``load_state_dict``, an optimizer step, any in-place torch
-op (``with torch.no_grad(): w.mul_(2)``), a new ``Parameter`` or ``.data =``. What torch cannot see, a write through
+:func:`freeze` gives a model the same: every ``Conv1x1`` and ``Conv2d`` of it that runs on the
+taps kernels, and every fused MobileNet block, reads copies of its weights made the first time
+it runs, in the layouts the kernels read (one more copy of the weights in memory; torch's stay
+as they are, for ``state_dict`` and training). ``convert()``ed, frozen against not (2 threads,
+one process, the variants taking turns forward by forward; ``benchmarks/bench_frozen.py``):
+ResNet-18 at N=1 22.8 against 25.3 ms, ResNet-50 49.8 against 54.2, and at N=8 365 against 372;
+MobileNetV2 at N=1 6.92 against 7.46, MobileNet v1 8.91 against 9.98, and at N=8 64.4 against
+68.4 (MobileNetV2 at N=8: level). The 1×1s with weights under 1 MB
+(:data:`pointwise.nn._native_torch.TAPS_1X1_MIN_WEIGHTS`) stay on the rows driver, which packs
+them per call from L2: moving them to packed taps calls measured no faster. The copy is packed
+again whenever the weight's storage or torch's version counter of it has moved:
+``load_state_dict``, an optimizer step, any in-place torch op (``with torch.no_grad():
+w.mul_(2)``), a new ``Parameter`` or ``.data =``. What torch cannot see, a write through
 ``w.data`` or a NumPy view of it, is not seen either: call :func:`refresh` after such an edit,
 or :func:`thaw` the model. Copies, pickles and ``deepcopy`` of a module carry the flag, never
 the packed copy, whose layout depends on the instruction set in use.
