@@ -1,18 +1,11 @@
-/* Entries that take operands by address: rows_at(), cols_at(), taps_at() and maxpool_at(), for pointwise.nn's
- * inference calls on torch tensors, whose shapes and strides the caller checked once per
- * layer and whose data pointers it reads per call. At batch 1 (16x16 64->64) the kernels'
- * call takes ~18 us on two threads; a NumPy view of each operand to pass it as a buffer took
- * 2.2 us (the weight's transposed view 4.8), a data pointer 0.2. The checks left here are the
- * ones a pointer needs: non-NULL, aligned, sizes positive. */
+/* Entries that take operands by address: rows_at(), cols_at(), taps_at() and maxpool_at(),
+ * for pointwise.nn's inference calls on torch tensors, whose shapes and strides the caller
+ * checked once per layer and whose data pointers it reads per call. At batch 1 (16x16
+ * 64->64) the kernels' call takes ~18 us on two threads; a NumPy view of each operand to pass
+ * it as a buffer took 2.2 us (the weight's transposed view 4.8), a data pointer 0.2. The
+ * checks left here are the ones a pointer needs (pw_address): non-NULL, aligned, sizes
+ * positive. */
 #include "pointwise.h"
-
-#ifdef PW_X86
-/* A float32 address: nonzero and 4-byte aligned (optional: 0 is NULL). */
-static int address(unsigned long long a, int optional, const float **p) {
-    *p = (const float *)(uintptr_t)a;
-    return (a == 0 && optional) || (a != 0 && (a & 3) == 0);
-}
-#endif
 
 /* rows_at(threads, openmp, act, x, ldx, grid, w, ldw, wt, y, ldy, bias, M, K, N,
  *         residual=0, ldr=0) -> bool:
@@ -33,8 +26,9 @@ PyObject *pw_py_rows_at(PyObject *self, PyObject *args) {
     const isa_t *isa = pw_current();
     const float *X, *W, *Y, *B, *R;
     grid_t grid = {g[0], g[1], g[2], g[3], g[4]};
-    if (isa != NULL && address(xa, 0, &X) && address(wa, 0, &W) && address(ya, 0, &Y) &&
-        address(ba, 1, &B) && address(ra, 1, &R) && M > 0 && K > 0 && N > 0 && ldx >= 0 &&
+    if (isa != NULL && pw_address(xa, 0, &X) && pw_address(wa, 0, &W) &&
+        pw_address(ya, 0, &Y) && pw_address(ba, 1, &B) && pw_address(ra, 1, &R) && M > 0 &&
+        K > 0 && N > 0 && ldx >= 0 &&
         ldw > 0 && ldy >= N && (R == NULL || ldr >= N) &&
         (g[0] == 0 || g[0] * g[1] * (M / (g[0] * g[1])) == M)) {
         rows_job j = {isa, M, K, N, ldx, ldw, ldy, X, W, B, (float *)Y, act, 0,
@@ -60,8 +54,9 @@ PyObject *pw_py_cols_at(PyObject *self, PyObject *args) {
 #ifdef PW_X86
     const isa_t *isa = pw_current();
     const float *X, *W, *Y, *B;
-    if (isa != NULL && address(xa, 0, &X) && address(wa, 0, &W) && address(ya, 0, &Y) &&
-        address(ba, 1, &B) && N > 0 && P > 0 && K > 0 && F > 0 && ldw >= K && xc >= P &&
+    if (isa != NULL && pw_address(xa, 0, &X) && pw_address(wa, 0, &W) &&
+        pw_address(ya, 0, &Y) && pw_address(ba, 1, &B) && N > 0 && P > 0 && K > 0 && F > 0 &&
+        ldw >= K && xc >= P &&
         yf >= P) {
         cols_job j = {isa, N, P, K, F, ldw, xn, xc, yn, yf, W, X, B, (float *)Y, act, 0};
         ok = pw_run_released(pw_cols_part, &j, (long long)N * P * K * F, threads, &j.failed,
@@ -97,8 +92,8 @@ PyObject *pw_py_taps_at(PyObject *self, PyObject *args) {
 #ifdef PW_X86
     const isa_t *isa = pw_current();
     const float *X, *W, *Y, *B, *R;
-    if (isa != NULL && sizes && address(xa, 0, &X) && address(wa, 0, &W) &&
-        address(ya, 0, &Y) && address(ba, 1, &B) && address(ra, 1, &R) &&
+    if (isa != NULL && sizes && pw_address(xa, 0, &X) && pw_address(wa, 0, &W) &&
+        pw_address(ya, 0, &Y) && pw_address(ba, 1, &B) && pw_address(ra, 1, &R) &&
         (R == NULL || ldr >= F)) {
         const idx K = g[0] * g[1] * x[3], M = x[0] * g[8] * g[9];
         taps_job j = {isa, x[0], x[1], x[2], x[3], x[4], x[5], x[6], g[0], g[1], F, g[2],
@@ -137,7 +132,7 @@ PyObject *pw_py_maxpool_at(PyObject *self, PyObject *args) {
 #ifdef PW_X86
     const isa_t *isa = pw_current();
     const float *X, *Y;
-    if (isa != NULL && sizes && address(xa, 0, &X) && address(ya, 0, &Y)) {
+    if (isa != NULL && sizes && pw_address(xa, 0, &X) && pw_address(ya, 0, &Y)) {
         pool_job j = {isa, x[0], x[1], x[2], x[3], x[4], x[5], x[6], g[0], g[1], g[2], g[3],
                       g[4], g[5], g[6], g[7], X, (float *)Y, ldy};
         /* about the work of a multiply-add per input read, for the threads' threshold */

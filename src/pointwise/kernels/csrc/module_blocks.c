@@ -64,8 +64,9 @@ static int run(block_job *j, const float *we, idx lde, const float *wp, idx ldp,
                            (we ? (long long)j->N * j->H * j->W * j->C * j->E : 0);
     /* packed: the weights as taps_pack() laid them out, read where they are */
     float *pe = packed ? (float *)we
-                       : we ? pw_scratch(4, (size_t)pw_taps_packed_size(j->isa, j->C, j->E)) : NULL;
-    float *pp = packed ? (float *)wp : pw_scratch(5, (size_t)pw_taps_packed_size(j->isa, j->E, j->F));
+                : we ? pw_scratch(4, (size_t)pw_taps_packed_size(j->isa, j->C, j->E)) : NULL;
+    float *pp = packed ? (float *)wp
+                       : pw_scratch(5, (size_t)pw_taps_packed_size(j->isa, j->E, j->F));
     j->We = pe, j->Wp = pp;  /* where they will be: the split (plan()) depends on both */
     /* room for the partial products of parts that split the expanded channels, where the
      * block is small enough for blocks.c to have them do so */
@@ -86,11 +87,6 @@ static int run(block_job *j, const float *we, idx lde, const float *wp, idx ldp,
     return ok;
 }
 
-/* A float32 address: nonzero and 4-byte aligned (optional: 0 is NULL). */
-static int address(unsigned long long a, int optional, const float **p) {
-    *p = (const float *)(uintptr_t)a;
-    return (a == 0 && optional) || (a != 0 && (a & 3) == 0);
-}
 #endif
 
 /* block(threads, x, we, be, wd, bd, wp, bp, y, (act_e, act_d, act_p), stride, residual,
@@ -175,10 +171,10 @@ PyObject *pw_py_block_at(PyObject *self, PyObject *args) {
     const isa_t *isa = pw_current();
     const float *X, *We, *Be, *Wd, *Bd, *Wp, *Bp, *Y;
     const idx Ho = (H - 1) / (stride > 0 ? stride : 1) + 1, Wo = (W - 1) / (stride > 0 ? stride : 1) + 1;
-    if (isa != NULL && (stride == 1 || stride == 2) && address(xa, 0, &X) &&
-        address(wea, 1, &We) && address(bea, 1, &Be) && address(wda, 0, &Wd) &&
-        address(bda, 1, &Bd) && address(wpa, 0, &Wp) && address(bpa, 1, &Bp) &&
-        address(ya, 0, &Y) && N > 0 && H > 0 && W > 0 && C > 0 && E > 0 && F > 0 &&
+    if (isa != NULL && (stride == 1 || stride == 2) && pw_address(xa, 0, &X) &&
+        pw_address(wea, 1, &We) && pw_address(bea, 1, &Be) && pw_address(wda, 0, &Wd) &&
+        pw_address(bda, 1, &Bd) && pw_address(wpa, 0, &Wp) && pw_address(bpa, 1, &Bp) &&
+        pw_address(ya, 0, &Y) && N > 0 && H > 0 && W > 0 && C > 0 && E > 0 && F > 0 &&
         sw >= C && sh >= W * sw && sn >= H * sh && (We != NULL || E == C) &&
         (!residual || (stride == 1 && C == F && sh == W * sw))) {
         float *wd = packed ? (float *)Wd : pw_scratch(3, (size_t)(9 * E));

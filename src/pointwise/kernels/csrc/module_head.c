@@ -3,14 +3,6 @@
  * the caller checked once per layer. The checks left here are the ones a pointer needs. */
 #include "pointwise.h"
 
-#ifdef PW_X86
-/* A float32 address: nonzero and 4-byte aligned (optional: 0 is NULL). */
-static int address(unsigned long long a, int optional, const float **p) {
-    *p = (const float *)(uintptr_t)a;
-    return (a == 0 && optional) || (a != 0 && (a & 3) == 0);
-}
-#endif
-
 /* linear_at(threads, openmp, x, ldx, w, ldw, y, ldy, bias, N, C, F) -> bool:
  * y (N, F) = x (N, C) @ w (F, C)^T + bias, rows ldx, ldw, ldy floats apart, channels unit
  * stride; bias 0 for none. */
@@ -26,8 +18,8 @@ PyObject *pw_py_linear_at(PyObject *self, PyObject *args) {
 #ifdef PW_X86
     const isa_t *isa = pw_current();
     const float *X, *W, *Y, *B;
-    if (isa != NULL && address(xa, 0, &X) && address(wa, 0, &W) && address(ya, 0, &Y) &&
-        address(ba, 1, &B) && N > 0 && C > 0 && F > 0 && ldx >= 0 && ldw >= C && ldy >= F) {
+    if (isa != NULL && pw_address(xa, 0, &X) && pw_address(wa, 0, &W) && pw_address(ya, 0, &Y) &&
+        pw_address(ba, 1, &B) && N > 0 && C > 0 && F > 0 && ldx >= 0 && ldw >= C && ldy >= F) {
         linear_job j = {isa, N, C, F, ldx, ldw, ldy, X, W, B, (float *)Y, 0};
         ok = pw_run_released(pw_linear_part, &j, (long long)N * C * F, threads, &j.failed,
                              openmp);
@@ -57,7 +49,7 @@ PyObject *pw_py_mean_at(PyObject *self, PyObject *args) {
 #ifdef PW_X86
     const isa_t *isa = pw_current();
     const float *X, *Y;
-    if (isa != NULL && address(xa, 0, &X) && address(ya, 0, &Y) && x[0] > 0 && x[1] > 0 &&
+    if (isa != NULL && pw_address(xa, 0, &X) && pw_address(ya, 0, &Y) && x[0] > 0 && x[1] > 0 &&
         x[2] > 0 && x[3] > 0 && x[4] >= 0 && x[5] >= 0 && x[6] >= 0 && ldy >= x[3]) {
         mean_job j = {isa, x[0], x[1], x[2], x[3], x[4], x[5], x[6], X, (float *)Y, ldy, 0};
         ok = pw_run_released(pw_mean_part, &j, MEAN_COST * x[0] * x[1] * x[2] * x[3], threads,

@@ -84,6 +84,13 @@ typedef struct isa_t {
 
 static inline idx min_i(idx a, idx b) { return a < b ? a : b; }
 
+/* An operand given by address (the *_at entries): a float32 address, nonzero and 4-byte
+ * aligned (optional: 0 is NULL). */
+static inline int pw_address(unsigned long long a, int optional, const float **p) {
+    *p = (const float *)(uintptr_t)a;
+    return (a == 0 && optional) || (a != 0 && (a & 3) == 0);
+}
+
 /* C[mr x nr] (+)= sum over T taps t of A_t[mr x kc] @ B_t[kc x nr], where row r of A_t
  * starts at P[t * MR + r] + koff and row k of B_t at B + t * ldbt + k * ldb; the epilogue as
  * for kern_t (bias by column only); the next tile's rows are fetched `next` floats on. See
