@@ -139,7 +139,9 @@ def _packs(m: nn.Module, ts: tuple[torch.Tensor | None, ...], how: tuple[Any, ..
 def packed(m: nn.Module) -> _Packed | None:
     """A frozen conv's weight packed for the taps kernels (``addresses[0]``), packed now if
     it moved since (:func:`_packs`)."""
-    w: torch.Tensor = m.weight  # type: ignore[assignment]  # nn.Module's __getattr__
+    if not is_frozen(m):  # every planned call asks: answer before nn.Module's __getattr__
+        return None
+    w: torch.Tensor = m.weight  # type: ignore[assignment]
     return _packs(m, (w,), (_hwio,))
 
 
