@@ -116,7 +116,9 @@ def test_ctrl_c_during_train_exits_130_naming_the_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pointwise", "train", "nin_digits", "--epochs", "200",
+        # epochs enough that the run is still going when the signal comes, however fast
+        # the machine: 200 two-batch epochs once finished before it
+        [sys.executable, "-m", "pointwise", "train", "nin_digits", "--epochs", "1000000",
          "--limit-batches", "2", "--out", str(out), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
