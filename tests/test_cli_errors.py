@@ -117,10 +117,14 @@ def test_ctrl_c_during_train_exits_130_naming_the_last_checkpoint(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         # epochs enough that the run is still going when the signal comes, however fast
-        # the machine: 200 two-batch epochs once finished before it
+        # the machine
         [sys.executable, "-m", "pointwise", "train", "nin_digits", "--epochs", "1000000",
          "--limit-batches", "2", "--out", str(out), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # Ctrl-C as a terminal delivers it: a suite started in the background by a shell
+        # without job control inherits SIGINT ignored, and so would the run (exit 0, or
+        # no exit at all, instead of 130)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
