@@ -60,5 +60,12 @@ def isa(request, monkeypatch):
     if not kernel.select(request.param):
         pytest.skip(f"this CPU lacks {request.param}")
     monkeypatch.setattr(_native, "_kernel", kernel)
+    # with POINTWISE_NATIVE=0 too: the modules ask ENABLED (and whether torch's OpenMP team,
+    # looked up once, can run the kernels) before _kernel
+    monkeypatch.setattr(_native, "ENABLED", True)
+    monkeypatch.setattr(_native, "ISA", request.param)
+    if not _native._host_openmp:
+        monkeypatch.setattr(_native, "_host_openmp", None)
+        monkeypatch.setattr(_native, "OPENMP_PATH", _native.OPENMP_PATH)  # restored after
     yield request.param
     kernel.select(before or "none")

@@ -12,8 +12,8 @@ How the work is laid out (DESIGN.md, "Performance design"; the loops are in
 * channels-last: GEMMs ``(M, C) @ (C, F)`` on the ``(N·H·W, C)`` view, no copy;
 * channels-first: ``W (F, C) @ X_n (C, H·W)`` per image, no copy;
 * float32 with one group and no activation or ReLU/ReLU6 runs on the compiled kernels
-  (:mod:`pointwise.kernels.native`) where the CPU has AVX-512: bias and activation are applied
-  to each tile in registers, so the output is written once;
+  (:mod:`pointwise.kernels.native`) where the CPU has AVX-512 or AVX2: bias and activation
+  are applied to each tile in registers, so the output is written once;
 * otherwise, with bias or activation, large problems are cut into cache-sized blocks shared
   among the cores; each block's bias and activation run right after its GEMM, in cache;
 * stride, odd strides and dtype casts gather the input once into a contiguous buffer; with

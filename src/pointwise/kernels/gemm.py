@@ -6,8 +6,8 @@ Shapes use one alphabet: N, C (in), F (out), G (groups), M rows of a channels-la
 P pixels of a channels-first block.
 
 float32 calls with one group and an activation the kernels fuse go to the compiled kernels
-(:mod:`pointwise.kernels.native`) when they are built and the CPU has AVX-512. The rest run on
-NumPy's BLAS in one of two ways, one rule for plain and fused calls alike (see
+(:mod:`pointwise.kernels.native`) when they are built and the CPU has AVX-512 or AVX2. The
+rest run on NumPy's BLAS in one of two ways, one rule for plain and fused calls alike (see
 ``POOL_MIN_MACS``):
 
 * little work: on the calling thread with OpenBLAS's own threads; a plain call is one GEMM

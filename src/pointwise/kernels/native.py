@@ -8,13 +8,14 @@ pass over the activations) and split the work over a small spinning thread pool 
 which hands work over in about a microsecond where a sleeping thread needs ~60 µs.
 
 They are built when the package is installed, for x86-64 CPUs, in two instruction sets
-(:data:`ISA`). AVX-512 is used where the CPU has it. The AVX2 kernels run only on request,
-``POINTWISE_NATIVE=avx2``: they fuse the epilogue as well, but on compute-bound plain GEMMs
-OpenBLAS's own AVX2 kernels were faster (measured on Zen 4 running both; see
-``csrc/microkernels.c``). ``POINTWISE_NATIVE=0`` switches the kernels off; any other value
-gets a warning naming the accepted ones (:data:`CHOICES`) and the default. Where they are
-off or missing (no compiler at install time, another CPU), :data:`ENABLED` is False and every
-call runs on NumPy's BLAS, with the same results to rounding.
+(:data:`ISA`): AVX-512 where the CPU has it, else AVX2 with FMA (Zen 3, Haswell and later).
+The networks' fused kernels (``convert()``: k×k convs, fused blocks, the head) exist only
+here, so an AVX2-only CPU runs them too rather than falling back to torch's kernels.
+``POINTWISE_NATIVE=avx2`` asks for AVX2 on an AVX-512 CPU; ``POINTWISE_NATIVE=0`` switches
+the kernels off; any other value gets a warning naming the accepted ones (:data:`CHOICES`)
+and the default. Where they are off or missing (no compiler at install time, another CPU),
+:data:`ENABLED` is False and every call runs on NumPy's BLAS, with the same results to
+rounding.
 
 One pool for two libraries: from the first call that uses the pool on, OpenBLAS's threaded
 work (NumPy's matmul) runs on the kernels' pool too (:func:`share_blas`), so that a script
@@ -42,7 +43,7 @@ __all__ = ["CHOICES", "ENABLED", "ISA", "block", "cols", "depthwise", "host_open
            "on_host_team", "pack_taps", "rows", "share_blas", "taps"]
 
 #: The values of POINTWISE_NATIVE, and what each asks for.
-CHOICES = {"": "unset: AVX-512 where the CPU has it", "0": "off: NumPy's BLAS",
+CHOICES = {"": "unset: AVX-512 where the CPU has it, else AVX2", "0": "off: NumPy's BLAS",
            "avx512": "the AVX-512 kernels", "avx2": "the AVX2 kernels"}
 
 
@@ -51,7 +52,7 @@ def _choice() -> str:
     if choice not in CHOICES:
         accepted = "; ".join(f"{k!r} ({v})" for k, v in CHOICES.items())
         warnings.warn(f"expected POINTWISE_NATIVE to be one of {accepted}, but got {choice!r}; "
-                      "using the default (AVX-512 where the CPU has it)", UserWarning,
+                      "using the default (AVX-512 where the CPU has it, else AVX2)", UserWarning,
                       stacklevel=2)
         return ""
     return choice

@@ -1,11 +1,8 @@
 /* The register-tiled micro-kernels, for AVX-512 and for AVX2 with FMA, and the tables that
  * say which tile each instruction set uses for a problem.
  *
- * AVX-512 is used where the CPU has it; the AVX2 kernels run only when select("avx2") asks
- * for them: they beat NumPy wherever the epilogue is fused or the shape is memory-bound, but
- * on compute-bound plain GEMMs OpenBLAS's own AVX2 kernels were faster (Zen 4 running both:
- * 5.0 against 10.1 ms at 7x7 2048->512, N=8). On any other CPU isa() is None and pointwise
- * runs on NumPy's BLAS.
+ * AVX-512 is used where the CPU has it, AVX2 with FMA otherwise (or when select("avx2") asks
+ * for it). On any other CPU isa() is None and pointwise runs on NumPy's BLAS.
  */
 #include "pointwise.h"
 

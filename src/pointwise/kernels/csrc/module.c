@@ -13,7 +13,8 @@
 #include <pthread.h>
 #endif
 
-/* The kernels' instruction set: AVX-512 where the CPU has it, or what select() chose. */
+/* The kernels' instruction set: the widest the CPU has (AVX-512, else AVX2 with FMA), or what
+ * select() chose. */
 static const isa_t *current;
 
 /* A float32 buffer of ndim axes (-1: 2 or 4), non-negative strides of whole elements, and
@@ -452,6 +453,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, 
 
 PyMODINIT_FUNC PyInit__kernel(void) {
     current = pw_isa_named("avx512");
+    if (current == NULL) current = pw_isa_named("avx2");
 #ifdef PW_X86
     static int registered = 0;
     if (!registered) {

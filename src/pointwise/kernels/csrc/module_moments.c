@@ -31,7 +31,8 @@ static int real_view(PyObject *obj, Py_buffer *v, int ndim, int writable, int *f
  * x (N, H, C, P) (rows of P pixels, such as a crop's); float32 or float64, any
  * non-negative strides; mean and scatter float64, unit stride along their last axis.
  * segment: rows that share a shift; block: rows packed at a time. path: -1 the kernels'
- * instruction set, 0 portable C, 1 AVX2, 2 AVX-512 (False if this CPU lacks it). */
+ * instruction set (the widest this CPU runs when none is selected), 0 portable C, 1 AVX2,
+ * 2 AVX-512 (False if this CPU lacks it). */
 PyObject *pw_py_moments(PyObject *self, PyObject *args) {
     (void)self;
     int threads, path = -1, openmp = 0, n = 0, ok = 0, f64;
@@ -51,6 +52,9 @@ PyObject *pw_py_moments(PyObject *self, PyObject *args) {
     const isa_t *isa = pw_current();
     if (path < 0 && isa != NULL)
         path = strcmp(isa->name, "avx512") == 0 ? PW_MOMENTS_AVX512 : PW_MOMENTS_AVX2;
+    else if (path < 0)  /* none selected (POINTWISE_NATIVE=0): the widest this CPU runs */
+        path = pw_isa_named("avx512") ? PW_MOMENTS_AVX512
+               : pw_isa_named("avx2") ? PW_MOMENTS_AVX2 : PW_MOMENTS_C;
     const int runs = path == PW_MOMENTS_C || (path == PW_MOMENTS_AVX2 && pw_isa_named("avx2")) ||
                      (path == PW_MOMENTS_AVX512 && pw_isa_named("avx512"));
     if (!runs) Py_RETURN_FALSE;
