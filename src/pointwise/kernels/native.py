@@ -238,7 +238,8 @@ def moments(x: np.ndarray, mean: np.ndarray, scatter: np.ndarray, segment: int, 
 
 def pack_taps(w: np.ndarray) -> np.ndarray | None:
     """The (KH, KW, C, F) float32 weight packed for :func:`taps` (``packed=True``), or None
-    where the kernels are off. The layout depends on the instruction set in use."""
+    where the kernels are off. The layout depends on the instruction set in use and on the
+    kernel's taps (KH·KW)."""
     if _kernel is None or w.dtype != np.float32:
         return None
     kh, kw, c, f = w.shape
@@ -247,7 +248,7 @@ def pack_taps(w: np.ndarray) -> np.ndarray | None:
         return None
     out = np.empty(size, np.float32)
     w2 = np.ascontiguousarray(w).reshape(kh * kw * c, f)  # (K, F), rows in HWIO's (i, j, c)
-    return out if _kernel.taps_pack(w2, out) else None
+    return out if _kernel.taps_pack(w2, out, kh * kw) else None
 
 
 _host_openmp: bool | None = None

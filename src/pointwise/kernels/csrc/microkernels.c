@@ -218,6 +218,8 @@ DEF_TAPS512(9, 1) DEF_TAPS512(9, 2) DEF_TAPS512(9, 3)
 DEF_TAPS512(8, 1) DEF_TAPS512(8, 2) DEF_TAPS512(8, 3)
 DEF_TAPS512(12, 1) DEF_TAPS512(12, 2) DEF_TAPS512(11, 1) DEF_TAPS512(11, 2)
 DEF_TAPS256(6, 1) DEF_TAPS256(6, 2) DEF_TAPS256(5, 1) DEF_TAPS256(5, 2)
+DEF_TAPS256(4, 1) DEF_TAPS256(4, 2) DEF_TAPS256(4, 3) DEF_TAPS256(3, 1) DEF_TAPS256(3, 2)
+DEF_TAPS256(3, 3)
 DEF_TAPS256(12, 1) DEF_TAPS256(11, 1)
 
 static const tshape_t TAPS512[5] = {
@@ -233,6 +235,15 @@ static const tshape_t TAPS256[3] = {
     {12, 1, {0, t256_12_1}, {0, t256_11_1}},
     {6, 2, {0, t256_6_1, t256_6_2}, {0, t256_5_1, t256_5_2}},
 };
+
+/* AVX2, k x k, past one vector of filters: 4x3 tiles (12 accumulators, 3 vectors of B and
+ * 4 broadcasts a step) over 6x2 (2 and 6). Zen 3, N=8, bias + ReLU, the chunked K loop
+ * both (interleaved in one process, medians of 11; /work/notes/runs/taps2/ab.py):
+ * 56x56 64->64 106 -> 111 GFLOP/s, 28x28 128->128 107 -> 118, 28x28 256->256 /2 113 ->
+ * 121, 14x14 256->256 115 -> 126, 14x14 512->512 /2 81 -> 99, 7x7 512->512 109 -> 122,
+ * the 7x7/2 stem 77 -> 80; 3x4 tiles were 0-10% below 4x3, 12x1 26-57% below 6x2. */
+static const tshape_t TAPS256_KXK =
+    {4, 3, {0, t256_4_1, t256_4_2, t256_4_3}, {0, t256_3_1, t256_3_2, t256_3_3}};
 
 /* Below this many filters the cols driver takes 8-row tiles (no tail for any multiple of
  * 8) over 6-row ones: 1.21x at 28x28 192->16, 1.05x at 14x14 384->64, N=8 (A/B in one run);
@@ -268,11 +279,14 @@ const shape_t *pw_rows_shape(const isa_t *isa, idx N) {
     return &isa->shapes[c < isa->classes ? (c < 1 ? 1 : c) : isa->classes];
 }
 
-/* The taps tile for F filters: the class of the rows driver's, min(ceil(F / vw), classes). */
-const tshape_t *pw_taps_shape(const isa_t *isa, idx F) {
+/* The taps tile for F filters and T taps: the class of the rows driver's, min(ceil(F / vw),
+ * classes); on AVX2, past one vector, a k x k convolution's is TAPS256_KXK's. A 1x1 weight
+ * (T = 1) is packed in the rows tile's panels, the width the fused blocks read it in. */
+const tshape_t *pw_taps_shape(const isa_t *isa, idx F, idx T) {
     idx c = (F + isa->vw - 1) / isa->vw;
     c = c < isa->classes ? (c < 1 ? 1 : c) : isa->classes;
-    return isa->vw == 16 ? &TAPS512[c] : &TAPS256[c];
+    if (isa->vw == 16) return &TAPS512[c];
+    return c >= 2 && T > 1 ? &TAPS256_KXK : &TAPS256[c];
 }
 
 /* The instruction set a name asks for, if this CPU runs it. */

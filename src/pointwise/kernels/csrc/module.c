@@ -273,13 +273,15 @@ static PyObject *py_taps(PyObject *self, PyObject *args) {
     return pw_answer(v, n, ok);
 }
 
-/* taps_pack(w, out) -> bool: w (K, F) rows of HWIO weights, out (taps_packed_size(K, F),) */
+/* taps_pack(w, out, taps=1) -> bool: w (K, F) rows of HWIO weights, K = taps * C, out
+ * (taps_packed_size(K, F),); the panels' width depends on the taps (taps.c). */
 static PyObject *py_taps_pack(PyObject *self, PyObject *args) {
     (void)self;
     int n = 0, ok = 0;
+    Py_ssize_t taps = 1;
     PyObject *wo, *oo;
     Py_buffer v[2];
-    if (!PyArg_ParseTuple(args, "OO", &wo, &oo)) return NULL;
+    if (!PyArg_ParseTuple(args, "OO|n", &wo, &oo, &taps)) return NULL;
 #ifdef PW_X86
     const isa_t *isa = current;
     if (isa == NULL || !pw_float_view(wo, &v[n++], 2, 0) || !pw_float_view(oo, &v[n++], 1, 1)) {
@@ -287,8 +289,12 @@ static PyObject *py_taps_pack(PyObject *self, PyObject *args) {
         Py_RETURN_FALSE;
     }
     const idx K = v[0].shape[0], F = v[0].shape[1];
-    if (v[1].shape[0] == pw_taps_packed_size(isa, K, F) && !pw_overlaps(v, n, 1)) {
-        taps_pack_job p = {isa, v[0].buf, K, F, v[0].strides[0] / 4, v[1].buf};
+    if (taps >= 1 && K % taps == 0 && v[1].shape[0] == pw_taps_packed_size(isa, K, F) &&
+        !pw_overlaps(v, n, 1)) {
+        const idx ldw = v[0].strides[0] / 4, C = K / taps;
+        taps_pack_job p = {isa, v[0].buf, K, F, ldw, v[1].buf};
+        if (taps > 1)  /* tap t's C rows from row t * C on: (taps, 1, C, F) */
+            p = (taps_pack_job){isa, v[0].buf, K, F, 0, v[1].buf, 1, C, C * ldw, 0, ldw, 1};
         Py_BEGIN_ALLOW_THREADS
         pw_taps_pack_part(&p, 0, 1);
         Py_END_ALLOW_THREADS
@@ -396,8 +402,9 @@ static PyMethodDef methods[] = {
      "Wo), padding at the top and left; w (KH, KW, C, F) HWIO with any strides (packed for\n"
      "the call, in parallel), or packed by taps_pack."},
     {"taps_pack", py_taps_pack, METH_VARARGS,
-     "taps_pack(w, out) -> bool: w (K, F), the HWIO weight as K = KH·KW·C rows, into out\n"
-     "(taps_packed_size(K, F),), the layout taps(..., packed=True) reads."},
+     "taps_pack(w, out, taps=1) -> bool: w (K, F), the HWIO weight as K = KH·KW·C rows,\n"
+     "into out (taps_packed_size(K, F),), the layout taps(..., packed=True) reads for a\n"
+     "weight of `taps` taps (K = taps * C)."},
     {"taps_packed_size", py_taps_packed_size, METH_VARARGS,
      "taps_packed_size(K, F) -> int | None: floats of a packed weight, None without kernels."},
     {"depthwise", py_depthwise, METH_VARARGS,

@@ -109,7 +109,7 @@ typedef struct {
 /* microkernels.c */
 const shape_t *pw_cols_shape(const isa_t *isa, idx F);
 const shape_t *pw_rows_shape(const isa_t *isa, idx N);
-const tshape_t *pw_taps_shape(const isa_t *isa, idx F);
+const tshape_t *pw_taps_shape(const isa_t *isa, idx F, idx T);
 
 /* tiles.c: per-thread buffers, slots 0 .. SCRATCH_SLOTS - 1, kept between calls */
 enum { SCRATCH_SLOTS = 8 };

@@ -61,6 +61,11 @@ static idx block_pieces(const taps_pack_job *p, idx t0, idx t1, idx kc);
 static void fetch_block(const taps_pack_job *p, idx jc, idx t0, idx c0, idx kc, idx KT,
                         idx lo, idx hi);
 
+/* The panels' width for a weight of p->K / p->C taps (the driver's tile's, taps_driver). */
+static idx panel_width(const taps_pack_job *p) {
+    return pw_taps_shape(p->isa, p->F, p->K / p->C)->nv * p->isa->vw;
+}
+
 static int use_runs(const taps_job *j) { return j->dx == 1 && j->sw == j->C && j->C < RUNS_MAX_C; }
 
 /* Row pointers of the output pixels [m, m + mr) (MR rows, the rest zeros) for the taps
@@ -123,7 +128,7 @@ static void tile_pointers(const taps_job *j, int runs, idx m, int mr, int MR, id
 
 /* Output pixels [m0, m1) by filters [f0, f1) (whole panels). */
 static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
-    const tshape_t *s = pw_taps_shape(j->isa, j->F);
+    const tshape_t *s = pw_taps_shape(j->isa, j->F, j->KH * j->KW);
     const int MR = s->mr, vw = j->isa->vw, NR = s->nv * vw, runs = use_runs(j);
     const idx T = runs ? j->KH : j->KH * j->KW, KT = runs ? j->KW * j->C : j->C, K = T * KT;
     /* K blocks: channel blocks of CB, then tap groups of TG, even in size */
@@ -231,7 +236,7 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
  * input 0.8 MB). */
 void pw_taps_part(void *arg, int part, int parts) {
     taps_job *j = arg;
-    const tshape_t *s = pw_taps_shape(j->isa, j->F);
+    const tshape_t *s = pw_taps_shape(j->isa, j->F, j->KH * j->KW);
     const idx M = j->N * j->Ho * j->Wo, NR = s->nv * j->isa->vw;
     const idx tiles = (M + s->mr - 1) / s->mr, panels = (j->F + NR - 1) / NR;
     const idx by_m = (tiles + parts - 1) / parts * panels;
@@ -272,7 +277,7 @@ enum { TK = 16 };
 #define PACK_AHEAD 8
 #endif
 static void pack_panel(const taps_pack_job *p, idx k0, idx k1, idx jc, float *dst) {
-    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, vw = p->isa->vw;
+    const idx NR = panel_width(p), vw = p->isa->vw;
     const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
     if (p->sf == 1) {
         for (idx k = k0; k < k1; k++) {
@@ -306,7 +311,7 @@ static void pack_panel(const taps_pack_job *p, idx k0, idx k1, idx jc, float *ds
  * packed from: with unit channel stride, each filter's kc channels of a tap; with unit
  * filter stride, each row's filters; 0 (nothing to fetch ahead) otherwise. */
 static idx block_pieces(const taps_pack_job *p, idx t0, idx t1, idx kc) {
-    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw;
+    const idx NR = panel_width(p);
     if (p->sc == 1) return NR * (t1 - t0);
     return p->sf == 1 ? (t1 - t0) * kc : 0;
 }
@@ -314,7 +319,7 @@ static idx block_pieces(const taps_pack_job *p, idx t0, idx t1, idx kc) {
 /* Fetch pieces [lo, hi) of that block (of panel jc) into L2. */
 static void fetch_block(const taps_pack_job *p, idx jc, idx t0, idx c0, idx kc, idx KT,
                         idx lo, idx hi) {
-    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, nr = min_i(p->F - jc, NR);
+    const idx NR = panel_width(p), nr = min_i(p->F - jc, NR);
     for (idx q = lo; q < hi; q++) {
         const char *a;
         idx bytes;
@@ -334,7 +339,7 @@ static void fetch_block(const taps_pack_job *p, idx jc, idx t0, idx c0, idx kc, 
  * a chunk of CB channels at a time transposed into a buffer (its rows in (c, i, j) order)
  * and copied from there, row by row, to their places in (i, j, c) order. */
 static int pack_oihw(const taps_pack_job *p, idx jc, float *dst) {
-    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, vw = p->isa->vw;
+    const idx NR = panel_width(p), vw = p->isa->vw;
     const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
     const idx T = p->K / p->C, CB = T >= 256 ? 1 : 256 / T;
     float *tmp = pw_scratch(2, (size_t)(CB * T * NR));
@@ -376,7 +381,7 @@ static taps_pack_job as_taps(const taps_pack_job *arg) {
  * K (their expanded channels), each packing what it reads (module_blocks.c). */
 void pw_taps_pack_rows(const taps_pack_job *arg, idx k0, idx k1) {
     const taps_pack_job plain = as_taps(arg), *p = &plain;
-    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, vw = p->isa->vw;
+    const idx NR = panel_width(p), vw = p->isa->vw;
     for (idx jc = 0; jc < p->F && k0 < k1; jc += NR) {
         const idx width = (min_i(p->F - jc, NR) + vw - 1) / vw * vw;
         pack_panel(p, k0, k1, jc, p->out + jc * p->K + k0 * width);
@@ -385,7 +390,7 @@ void pw_taps_pack_rows(const taps_pack_job *arg, idx k0, idx k1) {
 
 void pw_taps_pack_part(void *arg, int part, int parts) {
     const taps_pack_job plain = as_taps(arg), *p = &plain;
-    const idx NR = pw_taps_shape(p->isa, p->F)->nv * p->isa->vw, panels = (p->F + NR - 1) / NR;
+    const idx NR = panel_width(p), panels = (p->F + NR - 1) / NR;
     if (p->sf == 1) {  /* rows of filters in order: a part takes rows, read as one stream */
         const idx k0 = p->K * part / parts, k1 = p->K * (part + 1) / parts, vw = p->isa->vw;
         for (idx k = k0; k < k1; k++)
