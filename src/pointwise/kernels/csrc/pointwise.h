@@ -112,7 +112,7 @@ const shape_t *pw_rows_shape(const isa_t *isa, idx N);
 const tshape_t *pw_taps_shape(const isa_t *isa, idx F, idx T);
 
 /* tiles.c: per-thread buffers, slots 0 .. SCRATCH_SLOTS - 1, kept between calls */
-enum { SCRATCH_SLOTS = 8 };
+enum { SCRATCH_SLOTS = 9 };
 float *pw_scratch(int which, size_t floats);
 void pw_scratch_drop(int which);
 void pw_tile_rows(kern_t kern, kern_t tail, int MR, idx i, idx m1, idx kc, const float *A, idx lda,

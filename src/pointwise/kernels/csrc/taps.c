@@ -50,6 +50,12 @@ enum { TG_MAX = 64 };
 #ifndef SLAB_TILES
 #define SLAB_TILES 16
 #endif
+/* Most pointers in the tables a slab's tiles keep for all its panels (see taps_driver):
+ * 64 KiB. Zen 3, N=8, bias + ReLU, 4x3 tiles, against setting each tile's as it comes
+ * (interleaved in one process, medians of 11; /work/notes/runs/taps2/ab.py): 56x56 64->64
+ * 105 -> 116 GFLOP/s, 14x14 256->256 109 -> 123, 28x28 256->256 /2 111 -> 118, the others
+ * within 3%; 65536 pointers (512 KiB) changed none by more than 4%. */
+enum { PTR_CACHE = 8192 };
 /* A thread's buffer for a whole packed panel stays between calls up to this size. */
 enum { KEEP_PANEL_BYTES = 4 << 20 };
 /* Runs of a kernel row replace single taps below this many channels (see above). */
@@ -82,6 +88,7 @@ static void tile_pointers(const taps_job *j, int runs, idx m, int mr, int MR, id
     /* output columns [xa, xb) have their runs inside the image's width */
     const idx xa = (j->px + j->sx - 1) / j->sx;
     const idx xb = j->W + j->px >= KW ? min_i(j->Wo, (j->W + j->px - KW) / j->sx + 1) : 0;
+    const idx ti0 = t0 / KW, tj0 = t0 % KW;
     for (int r = 0; r < MR;) {
         if (r >= mr) {
             for (idx t = t0; t < t1; t++) P[(t - t0) * MR + r] = zero;
@@ -111,11 +118,14 @@ static void tile_pointers(const taps_job *j, int runs, idx m, int mr, int MR, id
                     memcpy(q + a * C, img + iy * j->sh + (ix0 + a) * C,
                            (size_t)((b - a) * C) * sizeof(float));
             }
-        } else {
-            for (idx t = t0; t < t1; t++) {
-                const idx iy = iy0 + t / KW * j->dy, ix = ix0 + t % KW * j->dx;
-                P[(t - t0) * MR + r] = iy >= 0 && iy < j->H && ix >= 0 && ix < j->W
+        } else {  /* tap t = i·KW + jt, counted from t0's (i, jt) without a division */
+            const int inside = iy0 >= 0 && iy0 + (j->KH - 1) * j->dy < j->H && ix0 >= 0 &&
+                               ix0 + (KW - 1) * j->dx < j->W;
+            for (idx t = t0, i = ti0, jt = tj0; t < t1; t++) {
+                const idx iy = iy0 + i * j->dy, ix = ix0 + jt * j->dx;
+                P[(t - t0) * MR + r] = inside || (iy >= 0 && iy < j->H && ix >= 0 && ix < j->W)
                                            ? img + iy * j->sh + ix * j->sw : zero;
+                if (++jt == KW) jt = 0, i++;
             }
         }
         r += len;
@@ -151,6 +161,15 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
     /* Slabs of SLAB_TILES tiles, each through every panel while its output rows (and their
      * residual) are in L2, when all the packed panels fit there too; else one slab. */
     const int slabs = (idx)sizeof(float) * K * pw_taps_packed_size(j->isa, 1, j->F) <= SLAB_BUDGET;
+    /* The pointer tables of a slab's tiles, for all the taps, set once for all its panels
+     * and K blocks when they take at most PTR_CACHE pointers (not with runs, whose padded
+     * copies share one buffer); else a tile's for its K block, as each comes. */
+    const idx per_tile = T * MR, most = slabs ? SLAB_TILES : (m1 - m0) / (MR - 1) + 1;
+    const float **cache = NULL;
+    if (!runs && most * per_tile <= PTR_CACHE) {
+        const size_t floats = (size_t)(most * per_tile) * sizeof(float *) / sizeof(float);
+        if ((cache = (const float **)pw_scratch(8, floats)) == NULL) return -1;
+    }
     /* The weights: packed before the call (j->Wp), or packed here, by this thread, from
      * j->pack: with slabs, the part's panels all at once; else each K block of a panel (a
      * whole panel for OIHW k x k) right before its tiles, so it is written to L2 and read
@@ -176,6 +195,11 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
         mb = ma;
         for (int t = 0; mb < m1 && (!slabs || t < SLAB_TILES); t++)
             mb += min_i(m1 - mb, mb < split ? MR : MR - 1);
+        for (idx m = ma, q = 0; cache != NULL && m < mb; q++) {
+            const int full = m < split ? MR : MR - 1, mr = (int)min_i(mb - m, full);
+            tile_pointers(j, 0, m, mr, full, 0, T, zero, cache + q * per_tile, NULL);
+            m += mr;
+        }
         for (idx jc = f0; jc < f1; jc += NR) {
             const int nr = (int)min_i(j->F - jc, NR), nv = (nr + vw - 1) / vw, width = nv * vw;
             /* the panels before are NR wide */
@@ -207,7 +231,7 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
                     if (nt0 >= T) nt0 = 0, nj = jc + NR;
                     const idx nkc = min_i(KT - nc0, CB), nt1 = min_i(T, nt0 + TG);
                     if (blockwise && nj < f1) pieces = block_pieces(p, nt0, nt1, nkc);
-                    for (idx m = ma; m < mb;) {
+                    for (idx m = ma, q = 0; m < mb; q++) {
                         const int full = m < split ? MR : MR - 1, mr = (int)min_i(mb - m, full);
                         if (pieces) {
                             const idx to = min_i(pieces, pieces * ++tile / tiles);
@@ -215,8 +239,12 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
                             done = to;
                         }
                         const tkern_t kern = m < split ? s->by_nv[nv] : s->less[nv];
-                        tile_pointers(j, runs, m, mr, full, t0, t1, zero, P, pad);
-                        kern(t1 - t0, kc, P, c0, full * j->sx * j->sw, B, width, ldbt,
+                        const float *const *tp = P;
+                        if (cache != NULL)
+                            tp = cache + q * per_tile + t0 * full;
+                        else
+                            tile_pointers(j, runs, m, mr, full, t0, t1, zero, P, pad);
+                        kern(t1 - t0, kc, tp, c0, full * j->sx * j->sw, B, width, ldbt,
                              j->Y + m * j->ldy + jc,
                              j->ldy, mr, nr, first, last, j->bias ? j->bias + jc : NULL,
                              R ? R + m * j->ldr + jc : NULL, j->ldr, j->act);
