@@ -91,6 +91,18 @@ def test_the_stems_match_torch(k, f, act, n, h, both_paths):
     assert y.shape == (n, (h - 1) // 2 + 1, (h - 1) // 2 + 1, f)
 
 
+@pytest.mark.usefixtures("isa")
+@pytest.mark.parametrize("f", [40, 128, 200, 520])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_many_filters_fill_every_panel(f, layout):
+    # the filters' panels differ in width (AVX2 k x k: 128 as 3+3+3+3+2+2 vectors, 200 as
+    # 7 x 3 + 2 x 2), packed from HWIO and from OIHW weights
+    rng = np.random.default_rng(f)
+    x, w, b, r = make(rng, layout, 2, 6, 5, 7, f, 3, 3, 1, np.float32, residual_hw=(3, 3))
+    check_conv2d_against_torch(x, w, b, layout=layout, stride=2, padding=1, residual=r,
+                               activation="relu")
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_integers_are_exact(layout):
     rng = np.random.default_rng(1)

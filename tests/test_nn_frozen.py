@@ -199,7 +199,7 @@ def test_inference_tensor_weights_are_packed_per_call(monkeypatch):
 
 @needs_kernels
 @settings(max_examples=25, deadline=None)
-@given(c=st.sampled_from([3, 16, 40]), f=st.sampled_from([8, 33, 64]),
+@given(c=st.sampled_from([3, 16, 40]), f=st.sampled_from([8, 33, 64, 128]),
        k=st.sampled_from([1, 3, 5, 7]), stride=st.sampled_from([1, 2]),
        h=st.sampled_from([5, 12]), n=st.sampled_from([1, 3]), seed=st.integers(0, 99))
 def test_frozen_conv2d_matches_float64(c, f, k, stride, h, n, seed):

@@ -241,9 +241,14 @@ static const tshape_t TAPS256[3] = {
  * both (interleaved in one process, medians of 11; /work/notes/runs/taps2/ab.py):
  * 56x56 64->64 106 -> 111 GFLOP/s, 28x28 128->128 107 -> 118, 28x28 256->256 /2 113 ->
  * 121, 14x14 256->256 115 -> 126, 14x14 512->512 /2 81 -> 99, 7x7 512->512 109 -> 122,
- * the 7x7/2 stem 77 -> 80; 3x4 tiles were 0-10% below 4x3, 12x1 26-57% below 6x2. */
+ * the 7x7/2 stem 77 -> 80; 3x4 tiles were 0-10% below 4x3, 12x1 26-57% below 6x2.
+ * Its panels are even (taps.c's panels_of): 128 filters as 3+3+3+3+2+2 vectors, not
+ * 5 x 3 + 1, whose 4x1 tiles keep 4 accumulators, too few for the FMAs' latency; against
+ * 5 x 3 + 1, in the same way: 28x28 128->128 0.98x, 56x56 128->128 /2 1.01x, 28x28
+ * 256->256 /2 1.05x, 14x14 512->512 /2 1.04x, 7x7 512->512 1.02x (within the noise, each
+ * alone; the cost of a short panel, as the FMAs' latency bounds it, is 2-6%). */
 static const tshape_t TAPS256_KXK =
-    {4, 3, {0, t256_4_1, t256_4_2, t256_4_3}, {0, t256_3_1, t256_3_2, t256_3_3}};
+    {4, 3, {0, t256_4_1, t256_4_2, t256_4_3}, {0, t256_3_1, t256_3_2, t256_3_3}, 1};
 
 /* Below this many filters the cols driver takes 8-row tiles (no tail for any multiple of
  * 8) over 6-row ones: 1.21x at 28x28 192->16, 1.05x at 14x14 384->64, N=8 (A/B in one run);

@@ -104,6 +104,7 @@ typedef struct {
     int mr, nv;          /* rows of a tile, vectors in the widest panel */
     tkern_t by_nv[5];    /* kernel for a panel of 1..nv vectors, mr rows */
     tkern_t less[5];     /* ... and mr - 1 rows: row counts that are no multiple of mr */
+    int even;            /* panels as even as whole vectors allow, not all nv but the last */
 } tshape_t;
 
 /* microkernels.c */

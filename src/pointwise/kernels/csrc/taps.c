@@ -67,9 +67,32 @@ static idx block_pieces(const taps_pack_job *p, idx t0, idx t1, idx kc);
 static void fetch_block(const taps_pack_job *p, idx jc, idx t0, idx c0, idx kc, idx KT,
                         idx lo, idx hi);
 
-/* The panels' width for a weight of p->K / p->C taps (the driver's tile's, taps_driver). */
-static idx panel_width(const taps_pack_job *p) {
-    return pw_taps_shape(p->isa, p->F, p->K / p->C)->nv * p->isa->vw;
+/* The panels of F filters: ceil(F / vw) vectors in `count` panels of at most the tile's nv,
+ * the first `extra` of base + 1 vectors and the rest of base (an even shape's), or all of
+ * nv but the last. A panel holds filters [jc, panel_end(jc)) and is packed at jc·K (the
+ * panels before it are whole vectors). */
+typedef struct { idx F, vw, base, extra, count; } panels_t;
+
+static panels_t panels_of(const isa_t *isa, const tshape_t *s, idx F) {
+    const idx vw = isa->vw, vecs = (F + vw - 1) / vw, count = (vecs + s->nv - 1) / s->nv;
+    if (!s->even) return (panels_t){F, vw, s->nv, 0, count};
+    return (panels_t){F, vw, vecs / count, vecs % count, count};
+}
+
+/* Where panel q starts (F for q = count). */
+static idx panel_start(panels_t p, idx q) {
+    return min_i(p.F, p.vw * (q * p.base + min_i(q, p.extra)));
+}
+
+/* Where the panel starting at jc ends. */
+static idx panel_end(panels_t p, idx jc) {
+    const idx v = jc / p.vw, big = p.extra * (p.base + 1);
+    return panel_start(p, v < big ? v / (p.base + 1) + 1 : p.extra + (v - big) / p.base + 1);
+}
+
+/* The panels of a weight of p->K / p->C taps (the driver's tile's, taps_driver). */
+static panels_t pack_panels(const taps_pack_job *p) {
+    return panels_of(p->isa, pw_taps_shape(p->isa, p->F, p->K / p->C), p->F);
 }
 
 static int use_runs(const taps_job *j) { return j->dx == 1 && j->sw == j->C && j->C < RUNS_MAX_C; }
@@ -140,6 +163,7 @@ static void tile_pointers(const taps_job *j, int runs, idx m, int mr, int MR, id
 static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
     const tshape_t *s = pw_taps_shape(j->isa, j->F, j->KH * j->KW);
     const int MR = s->mr, vw = j->isa->vw, NR = s->nv * vw, runs = use_runs(j);
+    const panels_t pn = panels_of(j->isa, s, j->F);
     const idx T = runs ? j->KH : j->KH * j->KW, KT = runs ? j->KW * j->C : j->C, K = T * KT;
     /* K blocks: channel blocks of CB, then tap groups of TG, even in size */
     idx CB = KT;
@@ -184,7 +208,7 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
         floats = slabs ? pw_taps_packed_size(j->isa, K, f1 - f0) : whole ? K * NR : TG * CB * NR;
         if ((own = pw_scratch(3, (size_t)floats)) == NULL) return -1;
         Wp = own;
-        for (idx jc = f0; slabs && jc < f1; jc += NR)
+        for (idx jc = f0; slabs && jc < f1; jc = panel_end(pn, jc))
             if (pw_taps_pack_panel(p, jc, own + (jc - f0) * K) != 0) return -1;
     }
     const idx wf0 = p != NULL && slabs ? f0 : 0;  /* panel jc at Wp + (jc - wf0) * K */
@@ -200,9 +224,9 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
             tile_pointers(j, 0, m, mr, full, 0, T, zero, cache + q * per_tile, NULL);
             m += mr;
         }
-        for (idx jc = f0; jc < f1; jc += NR) {
-            const int nr = (int)min_i(j->F - jc, NR), nv = (nr + vw - 1) / vw, width = nv * vw;
-            /* the panels before are NR wide */
+        for (idx jc = f0; jc < f1; jc = panel_end(pn, jc)) {
+            const int nr = (int)(panel_end(pn, jc) - jc), nv = (nr + vw - 1) / vw;
+            const int width = nv * vw;
             const float *panel = whole && !slabs ? own : Wp + (jc - wf0) * K;
             if (whole && !slabs && pw_taps_pack_panel(p, jc, own) != 0) return -1;
             for (idx t0 = 0; t0 < T; t0 += TG) {
@@ -228,7 +252,7 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
                     idx nj = jc, nt0 = t0, nc0 = c0 + kc, pieces = 0, done = 0, tile = 0;
                     const idx tiles = (mb - ma + MR - 1) / MR;
                     if (nc0 >= KT) nc0 = 0, nt0 = t1;
-                    if (nt0 >= T) nt0 = 0, nj = jc + NR;
+                    if (nt0 >= T) nt0 = 0, nj = panel_end(pn, jc);
                     const idx nkc = min_i(KT - nc0, CB), nt1 = min_i(T, nt0 + TG);
                     if (blockwise && nj < f1) pieces = block_pieces(p, nt0, nt1, nkc);
                     for (idx m = ma, q = 0; m < mb; q++) {
@@ -265,16 +289,15 @@ static int taps_driver(const taps_job *j, idx m0, idx m1, idx f0, idx f1) {
 void pw_taps_part(void *arg, int part, int parts) {
     taps_job *j = arg;
     const tshape_t *s = pw_taps_shape(j->isa, j->F, j->KH * j->KW);
-    const idx M = j->N * j->Ho * j->Wo, NR = s->nv * j->isa->vw;
-    const idx tiles = (M + s->mr - 1) / s->mr, panels = (j->F + NR - 1) / NR;
+    const panels_t pn = panels_of(j->isa, s, j->F);
+    const idx M = j->N * j->Ho * j->Wo, tiles = (M + s->mr - 1) / s->mr, panels = pn.count;
     const idx by_m = (tiles + parts - 1) / parts * panels;
     const idx by_f = tiles * ((panels + parts - 1) / parts);
     const int split_f = panels >= parts && (by_f < by_m || (by_f == by_m &&
                         j->KH * j->KW * j->F > j->N * j->H * j->W));
     const int fp = split_f ? parts : 1, mp = parts / fp, pm = part / fp, pf = part % fp;
     const idx m0 = min_i(M, tiles * pm / mp * s->mr), m1 = min_i(M, tiles * (pm + 1) / mp * s->mr);
-    const idx f0 = min_i(j->F, panels * pf / fp * NR);
-    const idx f1 = min_i(j->F, panels * (pf + 1) / fp * NR);
+    const idx f0 = panel_start(pn, panels * pf / fp), f1 = panel_start(pn, panels * (pf + 1) / fp);
     if (m0 < m1 && f0 < f1 && taps_driver(j, m0, m1, f0, f1) != 0) atomic_store(&j->failed, 1);
 }
 
@@ -305,8 +328,8 @@ enum { TK = 16 };
 #define PACK_AHEAD 8
 #endif
 static void pack_panel(const taps_pack_job *p, idx k0, idx k1, idx jc, float *dst) {
-    const idx NR = panel_width(p), vw = p->isa->vw;
-    const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
+    const idx vw = p->isa->vw, nr = panel_end(pack_panels(p), jc) - jc;
+    const idx width = (nr + vw - 1) / vw * vw;
     if (p->sf == 1) {
         for (idx k = k0; k < k1; k++) {
             if (k + PACK_AHEAD < k1) {  /* rows lie F floats apart: fetch ahead of the copy */
@@ -339,7 +362,7 @@ static void pack_panel(const taps_pack_job *p, idx k0, idx k1, idx jc, float *ds
  * packed from: with unit channel stride, each filter's kc channels of a tap; with unit
  * filter stride, each row's filters; 0 (nothing to fetch ahead) otherwise. */
 static idx block_pieces(const taps_pack_job *p, idx t0, idx t1, idx kc) {
-    const idx NR = panel_width(p);
+    const idx NR = pw_taps_shape(p->isa, p->F, p->K / p->C)->nv * p->isa->vw;
     if (p->sc == 1) return NR * (t1 - t0);
     return p->sf == 1 ? (t1 - t0) * kc : 0;
 }
@@ -347,7 +370,8 @@ static idx block_pieces(const taps_pack_job *p, idx t0, idx t1, idx kc) {
 /* Fetch pieces [lo, hi) of that block (of panel jc) into L2. */
 static void fetch_block(const taps_pack_job *p, idx jc, idx t0, idx c0, idx kc, idx KT,
                         idx lo, idx hi) {
-    const idx NR = panel_width(p), nr = min_i(p->F - jc, NR);
+    const idx NR = pw_taps_shape(p->isa, p->F, p->K / p->C)->nv * p->isa->vw;
+    const idx nr = panel_end(pack_panels(p), jc) - jc;
     for (idx q = lo; q < hi; q++) {
         const char *a;
         idx bytes;
@@ -367,8 +391,8 @@ static void fetch_block(const taps_pack_job *p, idx jc, idx t0, idx c0, idx kc, 
  * a chunk of CB channels at a time transposed into a buffer (its rows in (c, i, j) order)
  * and copied from there, row by row, to their places in (i, j, c) order. */
 static int pack_oihw(const taps_pack_job *p, idx jc, float *dst) {
-    const idx NR = panel_width(p), vw = p->isa->vw;
-    const idx nr = min_i(p->F - jc, NR), width = (nr + vw - 1) / vw * vw;
+    const idx NR = pw_taps_shape(p->isa, p->F, p->K / p->C)->nv * p->isa->vw, vw = p->isa->vw;
+    const idx nr = panel_end(pack_panels(p), jc) - jc, width = (nr + vw - 1) / vw * vw;
     const idx T = p->K / p->C, CB = T >= 256 ? 1 : 256 / T;
     float *tmp = pw_scratch(2, (size_t)(CB * T * NR));
     if (tmp == NULL) return -1;
@@ -409,21 +433,22 @@ static taps_pack_job as_taps(const taps_pack_job *arg) {
  * K (their expanded channels), each packing what it reads (module_blocks.c). */
 void pw_taps_pack_rows(const taps_pack_job *arg, idx k0, idx k1) {
     const taps_pack_job plain = as_taps(arg), *p = &plain;
-    const idx NR = panel_width(p), vw = p->isa->vw;
-    for (idx jc = 0; jc < p->F && k0 < k1; jc += NR) {
-        const idx width = (min_i(p->F - jc, NR) + vw - 1) / vw * vw;
+    const panels_t pn = pack_panels(p);
+    for (idx jc = 0; jc < p->F && k0 < k1; jc = panel_end(pn, jc)) {
+        const idx width = (panel_end(pn, jc) - jc + pn.vw - 1) / pn.vw * pn.vw;
         pack_panel(p, k0, k1, jc, p->out + jc * p->K + k0 * width);
     }
 }
 
 void pw_taps_pack_part(void *arg, int part, int parts) {
     const taps_pack_job plain = as_taps(arg), *p = &plain;
-    const idx NR = panel_width(p), panels = (p->F + NR - 1) / NR;
+    const panels_t pn = pack_panels(p);
+    const idx panels = pn.count;
     if (p->sf == 1) {  /* rows of filters in order: a part takes rows, read as one stream */
         const idx k0 = p->K * part / parts, k1 = p->K * (part + 1) / parts, vw = p->isa->vw;
         for (idx k = k0; k < k1; k++)
-            for (idx jc = 0; jc < p->F; jc += NR) {
-                const idx width = (min_i(p->F - jc, NR) + vw - 1) / vw * vw;
+            for (idx jc = 0; jc < p->F; jc = panel_end(pn, jc)) {
+                const idx width = (panel_end(pn, jc) - jc + vw - 1) / vw * vw;
                 pack_panel(p, k, k + 1, jc, p->out + jc * p->K + k * width);
             }
         return;
@@ -431,7 +456,8 @@ void pw_taps_pack_part(void *arg, int part, int parts) {
     /* a filter's weights in order: a part takes whole panels, split as pw_taps_part splits
      * them when it splits by filters */
     for (idx q = panels * part / parts; q < panels * (part + 1) / parts; q++)
-        if (pw_taps_pack_panel(p, q * NR, p->out + q * NR * p->K) != 0 && p->failed != NULL)
+        if (pw_taps_pack_panel(p, panel_start(pn, q), p->out + panel_start(pn, q) * p->K) != 0 &&
+            p->failed != NULL)
             atomic_store(p->failed, 1);
 }
 #endif
