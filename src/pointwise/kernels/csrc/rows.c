@@ -24,6 +24,22 @@ static void pack_panel_t(const float *B, idx ldb, idx kc, int nr, int NR, float 
         for (idx k = 0; k < kc; k++) memset(Bp + k * NR + nr, 0, (size_t)(NR - nr) * sizeof(float));
 }
 
+/* With AVX2, X's rows are copied (after the first panel has read them, from L2) into a
+ * slab whose rows lie PAD_FLOATS past a multiple of 4 KiB apart, when X's own rows are a
+ * multiple of 4 KiB apart (ldx % ALIAS_FLOATS == 0: C = 1024, 2048): a tile's six rows
+ * then fall in one set of Zen 3's 8-way L1 with the next tile's six that the kernel fetches,
+ * and evict each other. The kernel alone (6x16 tile, kc = 256, a 192-row slab from L2,
+ * Zen 3, 1 thread): 95.6 GFLOP/s at rows 1088 B apart, 80-84 at 4 and 8 KiB, 90-93 at 2 KiB.
+ * In the driver, N=8, 1 thread, best of 40 calls, both builds in one process
+ * (/work/notes/runs/gemm2/abso.py): 14x14 1024->256 67 -> 76 GFLOP/s, 7x7 2048->512
+ * 63 -> 82, 14x14 2048->256 67 -> 83; at C = 256 and 512 the copy cost 2-5% and gained
+ * nothing, so rows 1 or 2 KiB apart stay in place. AVX-512 reads X in place as before. */
+enum { ALIAS_FLOATS = 1024, PAD_FLOATS = 16 };
+
+static void copy_rows(const float *X, idx ldx, idx rows, idx kc, float *G, idx ldg) {
+    for (idx m = 0; m < rows; m++) memcpy(G + m * ldg, X + m * ldx, (size_t)kc * sizeof(float));
+}
+
 static void gather_rows(const float *X, const grid_t *g, idx m0, idx m1, idx pc, idx kc,
                         float *G) {
     idx j = m0 % g->wo, i = (m0 / g->wo) % g->ho, n = m0 / (g->wo * g->ho);
@@ -50,12 +66,15 @@ static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const flo
     if (NC < NR) NC = NR;
     if (NC > N) NC = N;
     const idx slab = 4 * s->mr * 8;
+    /* X's rows copied to G after the first panel (see ALIAS_FLOATS), row stride ldg */
+    const int unalias = vw == 8 && grid == NULL && ldx % ALIAS_FLOATS == 0 && NC > NR;
+    const idx ldg = unalias ? kcb + PAD_FLOATS : kcb;
     /* R at Y: the output written over the residual, which is then where the sums start */
     const int into = R != NULL && R == Y && ldr == ldy;
     if (into) R = NULL;
     float *Bp = pw_scratch(0, (size_t)(kcb * (NC + NR)));
-    float *G = grid ? pw_scratch(1, (size_t)(slab * kcb)) : NULL;
-    if (Bp == NULL || (grid && G == NULL)) return -1;
+    float *G = grid || unalias ? pw_scratch(1, (size_t)(slab * ldg)) : NULL;
+    if (Bp == NULL || ((grid || unalias) && G == NULL)) return -1;
     for (idx jc = 0; jc < N; jc += NC) {
         const idx nc = min_i(N - jc, NC);
         for (idx pc = 0; pc < K; pc += KC) {
@@ -82,6 +101,11 @@ static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const flo
                 }
                 for (idx j = 0; j < nc; j += NR) {
                     const int nr = (int)min_i(nc - j, NR), nv = (nr + vw - 1) / vw;
+                    if (unalias && j == NR) {  /* the slab is in L2 now: copy it from there */
+                        copy_rows(A, lda, i1 - i, kc, G, ldg);
+                        A = G;
+                        lda = ldg;
+                    }
                     pw_tile_rows(s->by_nv[nv], s->tail[nv], s->mr, 0, i1 - i, kc, A, lda,
                                  Bp + j * kc, nv * vw, Y + i * ldy + jc + j, ldy, nr, first, last,
                                  bias ? bias + jc + j : NULL, NULL,
