@@ -279,6 +279,7 @@ static const isa_t AVX512 = {
      {6, 4, {0, k512_6_1, k512_6_2, k512_6_3, k512_6_4}, {0, k512_3_1, k512_3_2, k512_3_3, k512_3_4}}},
     {6, 4, {0, k512_6_1, k512_6_2, k512_6_3, k512_6_4}, {0, k512_3_1, k512_3_2, k512_3_3, k512_3_4}},
     {8, 3, {0, k512_8_1, k512_8_2, k512_8_3}, {0, k512_3_1, k512_3_2, k512_3_3}},
+    KC,
 };
 
 static const isa_t AVX2 = {
@@ -288,7 +289,9 @@ static const isa_t AVX2 = {
      {6, 2, {0, k256_6_1, k256_6_2}, {0, k256_3_1, k256_3_2}}},
     {6, 2, {0, k256_6_1, k256_6_2}, {0, k256_3_1, k256_3_2}},
     {6, 2, {0, k256_6_1, k256_6_2}, {0, k256_3_1, k256_3_2}},
+    KC_AVX2,
 };
+_Static_assert((int)KC_AVX2 <= (int)KC_COLS, "tiles.c's tail copy holds KC_COLS floats a row");
 
 const shape_t *pw_cols_shape(const isa_t *isa, idx F) {
     return F < COLS_SMALL_F ? &isa->cols_small : &isa->cols;

@@ -58,6 +58,14 @@ typedef Py_ssize_t idx;
 
 enum { ACT_NONE = 0, ACT_RELU = 1, ACT_RELU6 = 2 };
 enum { KC = 256 };       /* K block of the rows driver: an A row slice stays in L1 */
+/* ... with AVX2 (isa_t's kc). The 6x16 tile alone on Zen 3 (a 192-row slab in L2, C
+ * accumulated, 1 thread): 90 GFLOP/s at kc = 128, 96 at 256, 97-98 at 384 and 512; half the
+ * K blocks also halve the passes over C. The driver at 512 against 256, N=8, 1 thread, best
+ * of 40 calls, both builds in one process (/work/notes/runs/gemm2/abso.py), plain and
+ * bias+ReLU: 28x28 512->128 67 -> 73 and 79 -> 88 GFLOP/s, 14x14 1024->256 67 -> 71 and
+ * 82 -> 86, 7x7 512->2048 72 -> 79 and 82 -> 86, 7x7 2048->512 66 -> 68 and 60 -> 63.
+ * At most KC_COLS (tiles.c's tail copies). */
+enum { KC_AVX2 = 512 };
 enum { KC_COLS = 512 };  /* K block of the cols driver */
 enum { MAX_THREADS = 64 };
 
@@ -80,6 +88,7 @@ typedef struct isa_t {
     shape_t shapes[5];   /* [class], class 1.. */
     shape_t cols;        /* the tile of the cols driver */
     shape_t cols_small;  /* ... below COLS_SMALL_F filters, where row tails would cost */
+    idx kc;              /* K block of the rows driver: KC, or KC_AVX2 */
 } isa_t;
 
 static inline idx min_i(idx a, idx b) { return a < b ? a : b; }

@@ -60,12 +60,14 @@ static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const flo
                        const float *bias, const float *R, idx ldr, int act) {
     const shape_t *s = pw_rows_shape(isa, N);
     const int vw = isa->vw, NR = s->nv * vw;
-    const idx kcb = min_i(K, KC);
+    const idx KCI = isa->kc, kcb = min_i(K, KCI);
     /* The packed W block (kcb x NC) is kept in L2, 512 KiB of it. */
     idx NC = (idx)(512 * 1024 / sizeof(float)) / kcb / NR * NR;
     if (NC < NR) NC = NR;
     if (NC > N) NC = N;
-    const idx slab = 4 * s->mr * 8;
+    /* a slab of X is kept in L2: 4 * 8 tiles of KC floats a row (192 KiB at 6 rows), the
+     * same bytes in fewer rows at a longer K block */
+    const idx slab = 4 * s->mr * 8 * KC / KCI;
     /* X's rows copied to G after the first panel (see ALIAS_FLOATS), row stride ldg */
     const int unalias = vw == 8 && grid == NULL && ldx % ALIAS_FLOATS == 0 && NC > NR;
     const idx ldg = unalias ? kcb + PAD_FLOATS : kcb;
@@ -77,8 +79,8 @@ static int rows_driver(const isa_t *isa, idx m0, idx m1, idx K, idx N, const flo
     if (Bp == NULL || ((grid || unalias) && G == NULL)) return -1;
     for (idx jc = 0; jc < N; jc += NC) {
         const idx nc = min_i(N - jc, NC);
-        for (idx pc = 0; pc < K; pc += KC) {
-            const idx kc = min_i(K - pc, KC);
+        for (idx pc = 0; pc < K; pc += KCI) {
+            const idx kc = min_i(K - pc, KCI);
             const int first = pc == 0 && !into, last = pc + kc >= K;
             for (idx j = 0; j < nc; j += NR) {
                 const int nr = (int)min_i(nc - j, NR);
