@@ -1,8 +1,8 @@
 """The compiled float32 kernels (pointwise/kernels/csrc/), against float64 references.
 
 The kernels cut the work into tiles of 3–24 rows, panels of 8–64 columns and K blocks of
-256 (channels-last) or 512 (channels-first), so the sizes below straddle every one of those
-edges: tails of 1–2 rows, narrow last panels, K just over a block, images narrower than a
+256 (channels-last, AVX-512) or 512 (channels-last with AVX2, and channels-first), so the
+sizes below straddle every one of those edges: tails of 1–2 rows, narrow last panels, K just over a block, images narrower than a
 panel (which then share one). Every test runs once per instruction set this CPU has
 (AVX-512, AVX2), skipped for one it lacks; where the kernels were not built, all are skipped
 and the rest of the suite covers the NumPy path alone.
@@ -198,6 +198,25 @@ def test_calls_the_kernels_cannot_address_take_the_numpy_path(monkeypatch, case)
     assert calls == ["rows"] if case == "byteswapped" else (calls == [] or case == "padding")
     monkeypatch.setattr(_native, "_kernel", None)
     np.testing.assert_allclose(y, pw.conv1x1(x, w, b, **kw), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(("m", "c", "f"), [(101, 1024, 77), (37, 2048, 200), (20, 1024, 530)])
+def test_rows_4_kib_apart_and_fewer_rows_than_columns_match(m, c, f, threads):
+    # X's rows a multiple of 4 KiB apart (AVX2 copies each slab to rows padded apart, after
+    # its first panel), K over several blocks, and (f > m) jobs the threads share by columns
+    rng = np.random.default_rng(m)
+    x, w, b = data(rng, m, c), data(rng, c, f), data(rng, f)
+    r = data(rng, m, f)
+    y = np.full((m, f + 5), 7.0, np.float32)
+    kernel = _native._kernel
+    assert kernel is not None
+    assert kernel.rows(threads, x, w, y[:, :f], b, 2, r)
+    close(y[:, :f], reference(x.astype(np.float64) @ w.astype(np.float64) + r, b, "relu6"), c)
+    assert (y[:, f:] == 7.0).all(), "wrote past the last column"
+    wt = np.ascontiguousarray(w.T).T  # column-major, torch's (F, C) weight: packed by columns
+    assert kernel.rows(threads, x, wt, y[:, :f], None, 0)
+    close(y[:, :f], x.astype(np.float64) @ w.astype(np.float64), c)
 
 
 @pytest.mark.parametrize("threads", [2, 3, 5])
