@@ -136,9 +136,71 @@ typedef struct {
     float *P;
 } share_t;
 
+/* Parts that split the output rows may take over each other's: part p's rows yet to take
+ * are [front, end) in j->left[p], (1 << 63) | front << 32 | end, 0 until first read. A part
+ * takes its bands from the front; one that has run out takes the second half of the rows
+ * another has left (all of them, if no more than a band), and goes on with those. A static
+ * split waits for the slower part: with the other core busy, MobileNetV2's blocks at N=8 ran
+ * a median call no faster on two threads than on one. On AVX2 (Zen 3, 2 cores, busy with
+ * other work), against the static split, all 17 blocks at N=8 in one process, interleaved,
+ * 9 rounds: 61.2 -> 52.1 ms summed over the blocks' fastest rounds, 70.5 -> 62.2 over their
+ * medians; 112x112 16->96->24 s2 15.4 -> 10.7 (median 19.6 -> 14.5), 56x56 24->144->24 7.5
+ * -> 5.6, the 14x14 and 7x7 blocks within 0.88-1.14x either way, noise
+ * (/work/notes/runs/mbv2/ab.py, native.block timed, the split chosen by an environment
+ * variable in that build). */
+#define LEFT_SET (1ull << 63)
+static unsigned long long left_word(idx front, idx end) {
+    return LEFT_SET | (unsigned long long)front << 32 | (unsigned long long)end;
+}
+
+/* Part q's word, set to its share [g0, g1) if no part has read it yet. */
+static unsigned long long left_of(block_job *j, int q, idx R, int parts) {
+    unsigned long long w = atomic_load(&j->left[q]);
+    if (w == 0) {
+        const unsigned long long init = left_word(R * q / parts, R * (q + 1) / parts);
+        if (atomic_compare_exchange_strong(&j->left[q], &w, init)) w = init;
+    }
+    return w;
+}
+
+/* The next band [*r0, *r1) of part `part` (of at most `rows` rows, cut at an image's end
+ * unless bands span images): 1, or 0 when no part has rows left. */
+static int claim(block_job *j, int part, int parts, idx rows, idx *r0, idx *r1) {
+    const idx R = j->N * j->Ho;
+    for (;;) {
+        unsigned long long w = left_of(j, part, R, parts);
+        const idx front = (idx)((w >> 32) & 0x7fffffff), end = (idx)(w & 0xffffffff);
+        if (front < end) {
+            idx to = min_i(end, front + rows);
+            if (!spans(j)) to = min_i(to, (front / j->Ho + 1) * j->Ho);
+            if (atomic_compare_exchange_weak(&j->left[part], &w, left_word(to, end))) {
+                *r0 = front, *r1 = to;
+                return 1;
+            }
+            continue;
+        }
+        /* out of rows: half of what the part with the most left has */
+        int victim = -1;
+        idx most = 0;
+        unsigned long long vw = 0;
+        for (int q = 0; q < parts; q++) {
+            if (q == part) continue;
+            const unsigned long long x = left_of(j, q, R, parts);
+            const idx n = (idx)(x & 0xffffffff) - (idx)((x >> 32) & 0x7fffffff);
+            if (n > most) most = n, victim = q, vw = x;
+        }
+        if (victim < 0) return 0;
+        const idx vf = (idx)((vw >> 32) & 0x7fffffff), ve = (idx)(vw & 0xffffffff);
+        const idx cut = most > rows ? vf + most / 2 : vf;
+        if (atomic_compare_exchange_strong(&j->left[victim], &vw, left_word(vf, cut)))
+            atomic_store(&j->left[part], left_word(cut, ve));
+    }
+}
+
 /* Output rows [g0, g1) (counted over the images), in bands of at most B rows that end at an
- * image's last row unless bands span images; filters [f0, f1) of the projection. */
-static int block_driver(const block_job *j, idx B, const share_t *sh) {
+ * image's last row unless bands span images; filters [f0, f1) of the projection. With
+ * `steal`, part `part` of `parts` takes its bands through claim() instead. */
+static int block_driver(block_job *j, idx B, const share_t *sh, int steal, int part, int parts) {
     const idx g0 = sh->g0, g1 = sh->g1, f0 = sh->f0, f1 = sh->f1, e0 = sh->e0, Es = sh->e1 - e0;
     const idx WE = j->W * Es, seg = spans(j) ? min_i(B, j->Ho) : B;
     const int expand = j->We != NULL;
@@ -159,9 +221,14 @@ static int block_driver(const block_job *j, idx B, const share_t *sh) {
     const dw_row_t dw_row = pw_dw_row(j->isa);
     const idx bands = (g1 - g0 + B - 1) / B, rows = (g1 - g0 + bands - 1) / bands;  /* even */
     idx en = -1, elo = 0, ehi = 0;  /* ebuf holds the expanded rows [elo, ehi) of image en */
-    for (idx r0 = g0, r1; r0 < g1; r0 = r1) {
-        r1 = min_i(g1, r0 + rows);
-        if (!spans(j)) r1 = min_i(r1, (r0 / j->Ho + 1) * j->Ho);
+    for (idx r0 = g0, r1 = g0;; r0 = r1) {
+        if (steal) {
+            if (!claim(j, part, parts, rows, &r0, &r1)) break;
+        } else {
+            if (r0 >= g1) break;
+            r1 = min_i(g1, r0 + rows);
+            if (!spans(j)) r1 = min_i(r1, (r0 / j->Ho + 1) * j->Ho);
+        }
         for (idx r = r0, next; r < r1; r = next) {  /* the band's rows of each image */
             const idx n = r / j->Ho, oy0 = r % j->Ho, oy1 = min_i(j->Ho, oy0 + (r1 - r));
             next = r + (oy1 - oy0);
@@ -235,8 +302,10 @@ void pw_block_part(void *arg, int part, int parts) {
         sh.P = pe == 0 ? NULL : j->partial + (pe - 1) * j->N * j->Ho * j->Wo * j->F;
         if (part == 0) j->esplit = p.ep;
     }
-    if (pm < p.mp && g0 < g1 && sh.f0 < sh.f1 && sh.e0 < sh.e1 &&
-        block_driver(j, p.rows, &sh) != 0)
+    /* AVX2 only: the AVX-512 split stays as it was measured */
+    const int steal = j->isa->vw == 8 && p.fp == 1 && p.ep == 1 && p.mp == parts && parts > 1;
+    if (pm < p.mp && (g0 < g1 || steal) && sh.f0 < sh.f1 && sh.e0 < sh.e1 &&
+        block_driver(j, p.rows, &sh, steal, part, parts) != 0)
         atomic_store(&j->failed, 1);
     else if (p.ep > 1 && sh.e0 >= sh.e1 && sh.P != NULL)  /* nothing of its own: zeros */
         memset(sh.P, 0, (size_t)(j->N * j->Ho * j->Wo * j->F) * sizeof(float));

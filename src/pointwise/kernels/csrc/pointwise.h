@@ -261,6 +261,9 @@ typedef struct {
     atomic_int failed;
     float *partial;  /* NULL, or room for (parts - 1) partial products (M x F) */
     int esplit;      /* set by the run: parts that split the channels, to sum (pw_block_reduce) */
+    /* the output rows each part has yet to take, where parts take over each other's
+     * (blocks.c's claim()): zero before the run */
+    _Atomic unsigned long long left[MAX_THREADS];
 } block_job;
 void pw_block_part(void *arg, int part, int parts);
 void pw_block_reduce(const block_job *j);
