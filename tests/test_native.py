@@ -2,10 +2,10 @@
 
 The kernels cut the work into tiles of 3–24 rows, panels of 8–64 columns and K blocks of
 256 (channels-last, AVX-512) or 512 (channels-last with AVX2, and channels-first), so the
-sizes below straddle every one of those edges: tails of 1–2 rows, narrow last panels, K just over a block, images narrower than a
-panel (which then share one). Every test runs once per instruction set this CPU has
-(AVX-512, AVX2), skipped for one it lacks; where the kernels were not built, all are skipped
-and the rest of the suite covers the NumPy path alone.
+sizes below straddle every one of those edges: tails of 1–2 rows, narrow last panels, K
+just over a block, images narrower than a panel (which then share one). Every test runs once
+per instruction set this CPU has (AVX-512, AVX2), skipped for one it lacks; where the kernels
+were not built, all are skipped and the rest of the suite covers the NumPy path alone.
 """
 
 from __future__ import annotations
