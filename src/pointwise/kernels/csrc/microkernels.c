@@ -175,14 +175,12 @@ T512 static inline __mmask16 mask16(int lanes) {
                   mask16, MLOAD512, MSTORE512, TAPS_STEPS)                                   \
     }
 
-/* AVX2: masks are vectors of all-ones lanes. */
+/* AVX2: a mask is a vector of all-ones lanes, made from the count of lanes (below). */
 #define T256 __attribute__((target("avx2,fma")))
 T256 static inline __m256i mask8(int lanes) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-#define MLOAD256(p, m) _mm256_maskload_ps((p), (m))
-#define MSTORE256(p, m, t) _mm256_maskstore_ps((p), (m), (t))
-/* The 1x1 kernels' "mask" is the count of lanes, and only a partial vector goes through
+/* The kernels' "mask" is the count of lanes, and only a partial vector goes through
  * vmaskmovps: on Zen 3 its store form is microcoded, and with K in blocks every tile's C
  * went through it once per block. Zen 3, 1 thread, N=8, best of 40 calls, both builds in one
  * process (abso.py): 56x56 64->256 62 -> 75 GFLOP/s, 256->64 83 -> 88, 28x28 512->128
@@ -203,11 +201,15 @@ static inline int lanes8(int lanes) { return lanes; }
                     _mm256_fmadd_ps, _mm256_add_ps, _mm256_max_ps, _mm256_min_ps, int,        \
                     lanes8, lload256, lstore256)                                             \
     }
+/* The taps kernels' epilogue too: Zen 3, N=8, bias + ReLU, pw.conv2d, one build per process,
+ * the two alternating, fastest of 48 calls each (/work/notes/runs/z3/ab1.py): 56x56 64->64
+ * 11.12 -> 10.86 ms, 28x28 128->128 12.36 -> 11.49, 14x14 256->256 10.63 -> 10.75, 7x7
+ * 512->512 14.12 -> 11.82, the 7x7/2 stem 18.27 -> 12.35 (medians swung 1.5x with the host). */
 #define DEF_TAPS256(MR, NV)                                                                  \
     T256 static void t256_##MR##_##NV TAPS_ARGS {                                            \
         TAPS_BODY(MR, NV, 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps,      \
-                  _mm256_fmadd_ps, _mm256_add_ps, _mm256_max_ps, _mm256_min_ps, __m256i,      \
-                  mask8, MLOAD256, MSTORE256, TAPS_CHUNKS)                                   \
+                  _mm256_fmadd_ps, _mm256_add_ps, _mm256_max_ps, _mm256_min_ps, int,          \
+                  lanes8, lload256, lstore256, TAPS_CHUNKS)                                  \
     }
 
 /* Kernels by rows (MR) and vectors per row (NV): every MR has one for each NV up to its
