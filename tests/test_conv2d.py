@@ -153,6 +153,32 @@ def test_a_1x1_weight_is_conv1x1():
     check_conv2d_against_torch(x, w[None, None], residual=r, activation="relu")
 
 
+@pytest.mark.parametrize("stride, padding, act", [(1, 0, "relu"), (2, 0, None),
+                                                  (3, 1, "relu6"), (1, 2, "silu")])
+def test_a_1x1_with_residual_is_one_fused_call(stride, padding, act, both_paths, monkeypatch):
+    """On the kernels an unpadded 1×1 conv with a residual is one rows call (bias, residual
+    and ReLU in its epilogue), a padded one a taps call; both match torch, with the input's
+    pixels strided and the residual a non-contiguous view."""
+    from pointwise.kernels import native
+
+    calls = []
+    for name in ("rows", "taps"):
+        real = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *a, _f=real, _n=name, **k: (
+            calls.append((_n, (a[5:6] or [k.get("residual")])[0] is not None)),
+            _f(*a, **k))[1])
+    rng = np.random.default_rng(stride * 10 + padding)
+    x = rng.standard_normal((2, 9, 14, 12)).astype(np.float32)[:, :, ::2]  # (2, 9, 7, 12)
+    w = rng.standard_normal((1, 1, 12, 20)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    hw = out_hw(9, 7, (1, 1), (stride, stride), padding, (1, 1))
+    r = rng.standard_normal((2, 20, *hw)).astype(np.float32).transpose(0, 2, 3, 1)
+    check_conv2d_against_torch(x, w, b, stride=stride, padding=padding, activation=act,
+                               residual=r)
+    if both_paths == "kernels":
+        assert calls == [("rows" if padding == 0 else "taps", True)]  # the residual fused
+
+
 def test_out_is_filled_and_returned(both_paths):
     rng = np.random.default_rng(6)
     x, w, b, _ = make(rng, "NHWC", 2, 8, 8, 16, 32, 3, 3, 1, np.float32)
