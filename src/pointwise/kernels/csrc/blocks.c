@@ -18,6 +18,7 @@
 #include "pointwise.h"
 
 #ifdef PW_X86
+#include <immintrin.h>
 #include <string.h>
 
 /* The two buffers of a band, together, in bytes: half of Zen 4's 1 MiB L2, leaving room
@@ -30,6 +31,86 @@
  * GEMM then has rows for whole tiles of 6-24 rows, not ragged tails. */
 enum { BAND_MIN_PIXELS = 96 };
 
+/* AVX2 only: the block's own tiles of MR x 8·NV outputs (MR = 1..6, NV = 1, 2), for whole
+ * vectors of filters, with an epilogue branched once per tile rather than per vector. The
+ * rows kernels (microkernels.c) test first, last, the bias, the residual and the activation
+ * at each of a tile's 12 vectors, and pad a tail of one or two rows into a copy; at the
+ * expansions' short K (16-160) that was most of a tile's time: in a profile of MobileNetV2's
+ * 56x56 24->144->32 s2 block (N=1, 1 thread) 54% of the 6x16 kernel's samples fell outside
+ * its K loop, 27% at 14x14 64->384->64. Against the rows kernels, MobileNetV2's 17 blocks
+ * (native.block, weights packed per call; fastest/median of 7 rounds, interleaved in one
+ * process, /work/notes/runs/mb3/ab.py): N=1 on 1 thread (its CPU time) summed 12.72/14.89
+ * -> 10.48/12.05 ms, 112x112 16->96->24 s2 1.53x, 56x56 24->144->24 1.61x, the 14x14 and
+ * 7x7 blocks 0.96-1.28x; N=8 on 2 threads 45.0/51.6 -> 36.3/42.1 ms, 1.02-1.60x a block.
+ * K blocks of 128, 512 or 1024 rather than KC moved the 14x14 and 7x7 blocks by noise. */
+#define T256 __attribute__((target("avx2,fma")))
+#define BK_BODY(MR, NV)                                                                      \
+    __m256 acc[MR][NV];                                                                      \
+    const float *ab[(MR + 2) / 3];                                                           \
+    _Pragma("GCC unroll 2") for (int q = 0; q < (MR + 2) / 3; q++) ab[q] = A + 3 * q * lda;   \
+    _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++)                                     \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps(); \
+    for (idx k = 0; k < kc; k++) {                                                           \
+        __m256 b[NV];                                                                        \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) b[v] = _mm256_loadu_ps(B + 8 * v); \
+        _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++) {                               \
+            const __m256 a = _mm256_broadcast_ss(ab[r / 3] + (r % 3) * lda + k);             \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                             \
+                acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);                             \
+        }                                                                                    \
+        B += ldb;                                                                            \
+    }                                                                                        \
+    if (!first)                                                                              \
+        _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++)                                 \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                             \
+                acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_loadu_ps(C + r * ldc + 8 * v));  \
+    if (last) {                                                                              \
+        if (bias) {                                                                          \
+            __m256 bv[NV];                                                                   \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                             \
+                bv[v] = _mm256_loadu_ps(bias + 8 * v);                                       \
+            _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++)                             \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                         \
+                    acc[r][v] = _mm256_add_ps(acc[r][v], bv[v]);                             \
+        }                                                                                    \
+        if (R)                                                                               \
+            _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++)                             \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                         \
+                    acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_loadu_ps(R + r * ldr + 8 * v)); \
+        /* max/min return their second operand when one is NaN: NaN stays */               \
+        if (act != ACT_NONE) {                                                               \
+            const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);             \
+            _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++)                             \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {                       \
+                    acc[r][v] = _mm256_max_ps(zero, acc[r][v]);                              \
+                    if (act == ACT_RELU6) acc[r][v] = _mm256_min_ps(six, acc[r][v]);         \
+                }                                                                            \
+        }                                                                                    \
+    }                                                                                        \
+    _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++)                                     \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                 \
+            _mm256_storeu_ps(C + r * ldc + 8 * v, acc[r][v]);
+
+/* C[MR x 8·NV] (+)= A[MR x kc] @ B[kc x 8·NV] (B's rows ldb apart), the bias (8·NV floats),
+ * residual R (rows ldr apart) and activation on the last K block, as the rows kernels. */
+typedef void (*bk_t)(idx kc, const float *restrict A, idx lda, const float *restrict B, idx ldb,
+                     float *restrict C, idx ldc, int first, int last, const float *bias,
+                     const float *R, idx ldr, int act);
+#define DEF_BK(MR, NV)                                                                       \
+    T256 static void bk_##MR##_##NV(idx kc, const float *restrict A, idx lda,                \
+                                    const float *restrict B, idx ldb, float *restrict C,     \
+                                    idx ldc, int first, int last, const float *bias,         \
+                                    const float *R, idx ldr, int act) {                      \
+        BK_BODY(MR, NV)                                                                      \
+    }
+DEF_BK(1, 1) DEF_BK(2, 1) DEF_BK(3, 1) DEF_BK(4, 1) DEF_BK(5, 1) DEF_BK(6, 1)
+DEF_BK(1, 2) DEF_BK(2, 2) DEF_BK(3, 2) DEF_BK(4, 2) DEF_BK(5, 2) DEF_BK(6, 2)
+static const bk_t BK[3][7] = {
+    {0},
+    {0, bk_1_1, bk_2_1, bk_3_1, bk_4_1, bk_5_1, bk_6_1},
+    {0, bk_1_2, bk_2_2, bk_3_2, bk_4_2, bk_5_2, bk_6_2},
+};
+
 /* Y[M x N] = act(A[M x K] @ B + bias + R), B rows [k0, k0 + K) of a weight of kfull rows
  * packed in panels of the tile shape s's width (taps.c's pack_rows; N may be a slice of
  * whole panels), A's rows lda apart, R's ldr apart. */
@@ -37,11 +118,23 @@ static void gemm(const isa_t *isa, const shape_t *s, idx M, idx K, idx N, const 
                  idx lda, const float *B, idx kfull, idx k0, float *Y, idx ldy,
                  const float *bias, const float *R, idx ldr, int act) {
     const int vw = isa->vw, NR = s->nv * vw;
+    /* AVX2, 16- and 8-wide panels of whole vectors: the block's own tiles */
+    const int own = vw == 8 && NR == 16 && N % 8 == 0;
     for (idx pc = 0; pc < K; pc += KC) {
         const idx kc = min_i(K - pc, KC);
         const int first = pc == 0, last = pc + kc >= K;
         for (idx jc = 0; jc < N; jc += NR) {
             const int nr = (int)min_i(N - jc, NR), nv = (nr + vw - 1) / vw, width = nv * vw;
+            if (own) {
+                const float *b = B + jc * kfull + (k0 + pc) * width;
+                for (idx i = 0; i < M; i += 6) {
+                    const int mr = (int)min_i(M - i, 6);
+                    BK[nv][mr](kc, A + i * lda + pc, lda, b, width, Y + i * ldy + jc, ldy, first,
+                               last, bias ? bias + jc : NULL, R ? R + i * ldr + jc : NULL, ldr,
+                               act);
+                }
+                continue;
+            }
             pw_tile_rows(s->by_nv[nv], s->tail[nv], s->mr, 0, M, kc, A + pc, lda,
                          B + jc * kfull + (k0 + pc) * width, width, Y + jc, ldy, nr, first, last,
                          bias ? bias + jc : NULL, NULL, R ? R + jc : NULL, ldr, act, 0);
