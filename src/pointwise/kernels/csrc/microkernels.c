@@ -58,13 +58,18 @@
  * The two instruction sets differ only in their vector type and masked loads and stores. */
 #define KERNEL_BODY(MR, NV, VW, VEC, SETZERO, LOAD, SET1, FMADD, ADD, MAX, MIN, MASK_T, MASK, \
                     MLOAD, MSTORE)                                                           \
+    KERNEL_LOOP(MR, NV, VW, VEC, SETZERO, LOAD, SET1, FMADD, PREFETCH_OUT)                   \
+    EPILOGUE(MR, NV, VW, VEC, SETZERO, SET1, ADD, MAX, MIN, MASK_T, MASK, MLOAD, MSTORE)
+
+/* KERNEL_BODY's K loop: the tile acc[MR][NV] in registers, before its epilogue. */
+#define KERNEL_LOOP(MR, NV, VW, VEC, SETZERO, LOAD, SET1, FMADD, PREFETCH)                   \
     VEC acc[MR][NV];                                                                         \
     const float *ab[(MR + 2) / 3];                                                           \
     _Pragma("GCC unroll 32") for (int q = 0; q < (MR + 2) / 3; q++) ab[q] = A + 3 * q * lda;  \
     _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                    \
         _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) acc[r][v] = SETZERO();           \
     const idx next = MR * lda;                                                               \
-    PREFETCH_OUT(MR, NV, VW)                                                                 \
+    PREFETCH(MR, NV, VW)                                                                     \
     for (idx k = 0; k < kc; k++) {                                                           \
         if ((k & 15) == 0) /* the next tile's rows, one line each per 16 steps */            \
             _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                            \
@@ -77,8 +82,7 @@
                 acc[r][v] = FMADD(a, b[v], acc[r][v]);                                       \
         }                                                                                    \
         Bp += ldb;                                                                           \
-    }                                                                                        \
-    EPILOGUE(MR, NV, VW, VEC, SETZERO, SET1, ADD, MAX, MIN, MASK_T, MASK, MLOAD, MSTORE)
+    }
 
 #define KERNEL_ARGS                                                                          \
     (idx kc, const float *restrict A, idx lda, const float *restrict Bp, idx ldb,            \
@@ -195,11 +199,61 @@ T256 static inline void lstore256(float *p, int lanes, __m256 t) {
         _mm256_maskstore_ps(p, mask8(lanes), t);
 }
 static inline int lanes8(int lanes) { return lanes; }
+/* A full AVX2 tile's epilogue (mr = MR rows, NV whole vectors, no bias by row) with its
+ * options as constants: the sum from C unless FIRST, the residual if RES, the activation ACT;
+ * bv[v] the bias, or -0.0 (x + -0.0 = x for every x, -0.0 and NaN included). The same sums
+ * in the same order as EPILOGUE's. */
+#define EPI_FULL256(MR, NV, FIRST, LAST, RES, ACT)                                          \
+    _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                    \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++) {                               \
+            float *c = C + r * ldc + v * 8;                                                  \
+            __m256 t = acc[r][v];                                                            \
+            if (!(FIRST)) t = _mm256_add_ps(t, _mm256_loadu_ps(c));                          \
+            if (LAST) t = _mm256_add_ps(t, bv[v]);                                           \
+            if (RES) t = _mm256_add_ps(t, _mm256_loadu_ps(R + r * ldr + v * 8));             \
+            if ((ACT) != ACT_NONE) t = _mm256_max_ps(_mm256_setzero_ps(), t);                \
+            if ((ACT) == ACT_RELU6) t = _mm256_min_ps(_mm256_set1_ps(6.0f), t);              \
+            _mm256_storeu_ps(c, t);                                                          \
+        }
+
+/* The full tile's options taken once, not per vector: EPILOGUE tests first, last, the bias,
+ * the residual, the activation and the lane count at each of the tile's 12 vectors, and
+ * through the tables every kernel is the generic one (a constant-folded copy of the same
+ * kernel, called directly, ran the K = 64 tile at 88-91 GFLOP/s against 76-78). */
+#define EPI_FAST256(MR, NV)                                                                  \
+    __m256 bv[NV];                                                                           \
+    if (!last) {                                                                             \
+        if (first) { EPI_FULL256(MR, NV, 1, 0, 0, ACT_NONE) }                                \
+        else { EPI_FULL256(MR, NV, 0, 0, 0, ACT_NONE) }                                      \
+    } else {                                                                                 \
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                                 \
+            bv[v] = bcol ? _mm256_loadu_ps(bcol + v * 8) : _mm256_set1_ps(-0.0f);            \
+        switch ((first ? 1 : 0) | (R ? 2 : 0) | (act == ACT_RELU ? 4 : act == ACT_RELU6 ? 8 : 0)) { \
+        case 0: { EPI_FULL256(MR, NV, 0, 1, 0, ACT_NONE) } break;                            \
+        case 1: { EPI_FULL256(MR, NV, 1, 1, 0, ACT_NONE) } break;                            \
+        case 2: { EPI_FULL256(MR, NV, 0, 1, 1, ACT_NONE) } break;                            \
+        case 3: { EPI_FULL256(MR, NV, 1, 1, 1, ACT_NONE) } break;                            \
+        case 4: { EPI_FULL256(MR, NV, 0, 1, 0, ACT_RELU) } break;                            \
+        case 5: { EPI_FULL256(MR, NV, 1, 1, 0, ACT_RELU) } break;                            \
+        case 6: { EPI_FULL256(MR, NV, 0, 1, 1, ACT_RELU) } break;                            \
+        case 7: { EPI_FULL256(MR, NV, 1, 1, 1, ACT_RELU) } break;                            \
+        case 8: { EPI_FULL256(MR, NV, 0, 1, 0, ACT_RELU6) } break;                           \
+        case 9: { EPI_FULL256(MR, NV, 1, 1, 0, ACT_RELU6) } break;                           \
+        case 10: { EPI_FULL256(MR, NV, 0, 1, 1, ACT_RELU6) } break;                          \
+        default: { EPI_FULL256(MR, NV, 1, 1, 1, ACT_RELU6) } break;                          \
+        }                                                                                    \
+    }
+
 #define DEF_KERNEL256(MR, NV)                                                                \
     T256 static void k256_##MR##_##NV KERNEL_ARGS {                                          \
-        KERNEL_BODY(MR, NV, 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps,    \
-                    _mm256_fmadd_ps, _mm256_add_ps, _mm256_max_ps, _mm256_min_ps, int,        \
-                    lanes8, lload256, lstore256)                                             \
+        KERNEL_LOOP(MR, NV, 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps,    \
+                    _mm256_fmadd_ps, PREFETCH_OUT)                                           \
+        if (mr == MR && nr == NV * 8 && brow == NULL) {                                      \
+            EPI_FAST256(MR, NV)                                                              \
+        } else {                                                                             \
+            EPILOGUE(MR, NV, 8, __m256, _mm256_setzero_ps, _mm256_set1_ps, _mm256_add_ps,    \
+                     _mm256_max_ps, _mm256_min_ps, int, lanes8, lload256, lstore256)         \
+        }                                                                                    \
     }
 /* The taps kernels' epilogue too: Zen 3, N=8, bias + ReLU, pw.conv2d, one build per process,
  * the two alternating, fastest of 48 calls each (/work/notes/runs/z3/ab1.py): 56x56 64->64
