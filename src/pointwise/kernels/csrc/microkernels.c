@@ -199,6 +199,26 @@ T256 static inline void lstore256(float *p, int lanes, __m256 t) {
         _mm256_maskstore_ps(p, mask8(lanes), t);
 }
 static inline int lanes8(int lanes) { return lanes; }
+/* PREFETCH_OUT for AVX2: the next tile's lines, MR rows on (where tiles.c's loop goes
+ * next), rather than this tile's, so that they have a whole tile's time to come. Zen 3,
+ * N=1, 1 thread, ResNet-50's 1x1 layers replayed in order with their own buffers, each
+ * layer's output last touched a pass (~25 MB) before, both builds in one process, best of
+ * 60 passes (/work/notes/runs/rows3/replay.py 1 1), this tile's -> the next tile's:
+ * 56x56 64->256 82.2 -> 84.7 GFLOP/s, the same + residual over the output 65.6 -> 75.9
+ * and 68.2 -> 75.3, 28x28 128->512 + residual 77.9 -> 81.1 and 81.2 -> 82.5; called
+ * again at once (warm) within 1%. This tile's and the next both, or the tile after next,
+ * fell between the two (20 passes). */
+#define PREFETCH_OUT256(MR, NV, VW)                                                          \
+    if (last && R)                                                                           \
+        _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                             \
+                if (r < mr)                                                                  \
+                    _mm_prefetch((const char *)(R + (MR + r) * ldr + v * VW), _MM_HINT_T0);  \
+    if (NV >= 2 && last)                                                                     \
+        _Pragma("GCC unroll 32") for (int r = 0; r < MR; r++)                                \
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; v++)                             \
+                if (r < mr) __builtin_prefetch(C + (MR + r) * ldc + v * VW, 1, 3);
+
 /* A full AVX2 tile's epilogue (mr = MR rows, NV whole vectors, no bias by row) with its
  * options as constants: the sum from C unless FIRST, the residual if RES, the activation ACT;
  * bv[v] the bias, or -0.0 (x + -0.0 = x for every x, -0.0 and NaN included). The same sums
@@ -247,7 +267,7 @@ static inline int lanes8(int lanes) { return lanes; }
 #define DEF_KERNEL256(MR, NV)                                                                \
     T256 static void k256_##MR##_##NV KERNEL_ARGS {                                          \
         KERNEL_LOOP(MR, NV, 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps,    \
-                    _mm256_fmadd_ps, PREFETCH_OUT)                                           \
+                    _mm256_fmadd_ps, PREFETCH_OUT256)                                        \
         if (mr == MR && nr == NV * 8 && brow == NULL) {                                      \
             EPI_FAST256(MR, NV)                                                              \
         } else {                                                                             \
