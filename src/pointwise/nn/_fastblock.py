@@ -43,6 +43,9 @@ class BlockPlan(NamedTuple):
     dims: tuple[int, ...]  # (N, H, W, C, sn, sh, sw): x's NHWC view, strides in floats
     out: tuple[int, int, int, int]  # (N, Ho, Wo, F)
     e: int  # the expanded channels
+    #: the output's (N, F, Ho, Wo) sizes and channels-last strides when it is smaller than
+    #: the buffer pool takes (None: from the pool)
+    small: tuple[tuple[int, ...], tuple[int, ...]] | None
 
 
 def _tensors(m: Any) -> list[torch.Tensor | None] | None:
@@ -82,7 +85,11 @@ def call(m: Any, x: torch.Tensor) -> torch.Tensor | None:
         return None
     xa, we, be, wd, bd, wp, bp = ptrs
     n, ho, wo, f = p.out
-    y = _nt.BUFFERS.empty((n, ho, wo, f))  # (N, Ho, Wo, F)
+    # small: one allocation, not the pool's torch.empty and a permute; the Python part of
+    # a call of MobileNetV2's 14x14 64->384->64 block (kernel a no-op, N=1) 32-35 -> 27-30 us
+    # (/work/notes/runs/mb3/ovh.py, two runs each)
+    y = (_nt.BUFFERS.empty((n, ho, wo, f)) if p.small is None  # (N, Ho, Wo, F)
+         else torch.empty_strided(*p.small, dtype=torch.float32))  # (N, F, Ho, Wo) as NHWC
     kernels = _native._kernel
     assert kernels is not None  # a plan is made only where the kernels ran
     frozen_ws = frozen.packed_block(m, ts[0], ts[2], ts[4])  # held while the kernels read it
@@ -92,7 +99,8 @@ def call(m: Any, x: torch.Tensor) -> torch.Tensor | None:
                             p.dims, we, be, wd, bd, wp, bp, p.e, f, y.data_ptr(),
                             frozen_ws is not None):
         return None
-    return y.permute(0, 3, 1, 2)  # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
+    # (N, Ho, Wo, F) -> (N, F, Ho, Wo), channels-last
+    return y if p.small is not None else y.permute(0, 3, 1, 2)
 
 
 def plan(m: Any, x: torch.Tensor) -> None:
@@ -120,5 +128,8 @@ def plan(m: Any, x: torch.Tensor) -> None:
     acts = (ae, ad, ap)
     if min(acts) < 0:
         return
+    ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
+    small = (((n, f, ho, wo), (ho * wo * f, 1, wo * f, f))
+             if 4 * n * ho * wo * f < _nt.BUFFERS.min_bytes else None)
     m.__dict__["_plan"] = BlockPlan(key, acts, s, bool(m.residual), (n, h, w, c, sn, sh, sw),
-                                    (n, (h - 1) // s + 1, (w - 1) // s + 1, f), e)
+                                    (n, ho, wo, f), e, small)
